@@ -1,0 +1,1 @@
+"""Image and video inputs: reading, validating and preprocessing frames for the models."""

@@ -1,0 +1,64 @@
+"""Shared fixtures: where the reference fixtures and test data live, and the reference tiny model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get("MASKLET_REFERENCE", ROOT.parent / "shared" / "reference"))
+DATA_DIR = Path(os.environ.get("MASKLET_DATA", ROOT.parent / "shared" / "data"))
+
+
+def reference_file(name: str) -> Path:
+    """Path of a reference fixture; skips the test with the reason when it is not there."""
+    path = REFERENCE_DIR / name
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} not found (set MASKLET_REFERENCE to the shared/reference folder)")
+    return path
+
+
+def data_file(name: str) -> Path:
+    """Path of a shared test-data file; skips the test with the reason when it is not there."""
+    path = DATA_DIR / name
+    if not path.exists():
+        pytest.skip(f"test data {path} not found (set MASKLET_DATA to the shared/data folder)")
+    return path
+
+
+_CACHE: dict = {}
+
+
+def load_fixture(name: str):
+    """torch.load a reference fixture once per test session."""
+    if name not in _CACHE:
+        _CACHE[name] = torch.load(reference_file(name), weights_only=False, map_location="cpu")
+    return _CACHE[name]
+
+
+def reference_state_dict(sam2_0: bool = False) -> dict:
+    """The random tiny weights of the fixtures in float32 (SAM 2.0 drops the three 2.1-only keys)."""
+    sd = {k: v.float() for k, v in load_fixture("sam2.1_hiera_t_random.pt")["model"].items()}
+    if sam2_0:
+        for key in ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias"):
+            sd.pop(key)
+    return sd
+
+
+def compare_probe(tensor: torch.Tensor, probe: dict, rel: float = 1e-4) -> float:
+    """Compare `tensor` with a stored probe; returns the max abs difference relative to the mean |value|."""
+    assert list(tensor.shape) == list(probe["shape"]), (tuple(tensor.shape), probe["shape"])
+    flat = tensor.detach().float().reshape(-1)
+    got = flat[probe["sample_index"]]
+    scale = max(float(probe["abs_mean"]), 1e-6)
+    err = float((got - probe["sample"]).abs().max()) / scale
+    assert err <= rel, f"sampled values differ by {err:.3g} x mean|value| (tolerance {rel})"
+    assert abs(float(flat.abs().mean()) - probe["abs_mean"]) / scale <= rel * 10
+    return err
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
