@@ -1,0 +1,189 @@
+"""Image predictor: a drop-in for the official `SAM2ImagePredictor` that works for every model family."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.images import ImageLike, as_rgb_uint8
+from ..data.preprocess import InputSpec, preprocess, resized_hw
+from .prompts import Prompts, check_inside, official_prompts, to_model_frame
+
+
+class PredictorStateError(RuntimeError, ValueError):
+    """The predictor was used in the wrong order (e.g. predict before set_image)."""
+
+
+@dataclass
+class EncodedImage:
+    """Cached encoder output of one image: features for the decoder and its original size (h, w)."""
+
+    features: Any  # model-specific ImageFeatures
+    orig_hw: tuple[int, int]
+
+
+def postprocess_masks(low_res: torch.Tensor, orig_hw: tuple[int, int], spec: InputSpec) -> torch.Tensor:
+    """Low-resolution logits (B, M, h, w) -> logits at the original image size (B, M, H, W)."""
+    low_res = low_res.float()
+    if spec.resize == "longest":
+        # SAM 1: back to the padded input size, drop the padding, then to the original size
+        up = F.interpolate(low_res, (spec.size, spec.size), mode="bilinear", align_corners=False)
+        rh, rw = resized_hw(*orig_hw, spec)
+        return F.interpolate(up[..., :rh, :rw], orig_hw, mode="bilinear", align_corners=False)
+    return F.interpolate(low_res, orig_hw, mode="bilinear", align_corners=False)
+
+
+class ImagePredictor:
+    """Predict masks for prompts on an image, reusing the image's features across prompts.
+
+    Usage mirrors the official API::
+
+        predictor = ImagePredictor(model)
+        predictor.set_image(image)                       # HxWx3 uint8 RGB ndarray or PIL image
+        masks, iou, low_res = predictor.predict(point_coords=[[500, 375]], point_labels=[1])
+    """
+
+    def __init__(self, model: nn.Module, mask_threshold: float = 0.0) -> None:
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self._images: list[EncodedImage] = []
+        self._is_batch = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.model.input_spec
+
+    @property
+    def is_image_set(self) -> bool:
+        return bool(self._images)
+
+    @property
+    def orig_hw(self) -> list[tuple[int, int]]:
+        return [img.orig_hw for img in self._images]
+
+    def reset_predictor(self) -> None:
+        """Forget the current image(s)."""
+        self._images = []
+        self._is_batch = False
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """Encode (H, W, 3) uint8 images; one batch through the encoder."""
+        batch = torch.stack([preprocess(img, self.spec, self.device) for img in images]).to(self.model.dtype)
+        features = self.model.encode_image(batch)
+        return [EncodedImage(features.select(i), img.shape[:2]) for i, img in enumerate(images)]
+
+    def set_image(self, image: ImageLike) -> None:
+        """Compute the features of one image (HxWx3 uint8 RGB ndarray, PIL image, or path)."""
+        self._images = self.encode([as_rgb_uint8(image)])
+        self._is_batch = False
+
+    def set_image_batch(self, images: Sequence[ImageLike]) -> None:
+        """Compute the features of several images, for `predict_batch`."""
+        if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)) or not images:
+            raise TypeError("set_image_batch expects a non-empty list of images (HxWx3 uint8 arrays or PIL images)")
+        self._images = self.encode([as_rgb_uint8(img) for img in images])
+        self._is_batch = True
+
+    def _require(self, batch: bool) -> None:
+        if not self._images:
+            raise PredictorStateError("no image is set: call set_image(image) (or set_image_batch) before predicting")
+        if batch and not self._is_batch:
+            raise PredictorStateError("predict_batch needs set_image_batch(images) first")
+        if not batch and self._is_batch:
+            raise PredictorStateError("a batch of images is set: use predict_batch, or set_image for one image")
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The image embedding the decoder uses, (B, C, h, w)."""
+        self._require(batch=self._is_batch)
+        return torch.cat([self.model.image_embedding(img.features) for img in self._images])
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, point_coords: Any = None, point_labels: Any = None, box: Any = None, mask_input: Any = None,
+                multimask_output: bool = True, return_logits: bool = False,
+                normalize_coords: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for the prompts on the current image.
+
+        point_coords (N, 2) or (B, N, 2) (x, y) pixels, point_labels (N,) / (B, N) with 1 = foreground and
+        0 = background, box (4,) / (B, 4) xyxy, mask_input (1, 256, 256) low-res logits from a previous call.
+        Returns masks (C, H, W) (or (B, C, H, W) for B boxes/point sets), iou_predictions (C,) / (B, C) and
+        low_res_logits (C, 256, 256) / (B, C, 256, 256), with C = 3 if multimask_output else 1.
+        """
+        self._require(batch=False)
+        masks, iou, low = self._predict_numpy(0, point_coords, point_labels, box, mask_input, multimask_output,
+                                              return_logits, normalize_coords)
+        return masks, iou, low
+
+    def predict_batch(self, point_coords_batch: Sequence | None = None, point_labels_batch: Sequence | None = None,
+                      box_batch: Sequence | None = None, mask_input_batch: Sequence | None = None,
+                      multimask_output: bool = True, return_logits: bool = False,
+                      normalize_coords: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """`predict` for each image of `set_image_batch`, with one prompt set per image (lists)."""
+        self._require(batch=True)
+        n = len(self._images)
+
+        def per_image(values: Sequence | None, name: str) -> list:
+            if values is None:
+                return [None] * n
+            if len(values) != n:
+                raise ValueError(f"{name} has {len(values)} entries but {n} images are set")
+            return list(values)
+
+        pts, lbl = per_image(point_coords_batch, "point_coords_batch"), per_image(point_labels_batch, "point_labels_batch")
+        boxes, masks_in = per_image(box_batch, "box_batch"), per_image(mask_input_batch, "mask_input_batch")
+        out_masks, out_iou, out_low = [], [], []
+        for i in range(n):
+            m, s, low = self._predict_numpy(i, pts[i], lbl[i], boxes[i], masks_in[i], multimask_output, return_logits,
+                                            normalize_coords)
+            out_masks.append(m)
+            out_iou.append(s)
+            out_low.append(low)
+        return out_masks, out_iou, out_low
+
+    def _predict_numpy(self, index, point_coords, point_labels, box, mask_input, multimask_output, return_logits,
+                       normalize_coords):
+        mask_size = tuple(self.model_mask_input_size())
+        prompts = official_prompts(point_coords, point_labels, box, mask_input, mask_size)
+        if prompts.empty:
+            raise ValueError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
+        image = self._images[index]
+        if normalize_coords:
+            check_inside(prompts, *image.orig_hw)
+        points, labels, boxes, masks = to_model_frame(prompts, image.orig_hw, self.spec, not normalize_coords,
+                                                      self.device)
+        out_masks, iou, low = self.predict_tensors(index, points, labels, boxes, masks, multimask_output,
+                                                   return_logits)
+        single = out_masks.shape[0] == 1
+        convert = (lambda t: t[0].float().cpu().numpy()) if single else (lambda t: t.float().cpu().numpy())
+        return convert(out_masks), convert(iou), convert(low)
+
+    def model_mask_input_size(self) -> tuple[int, int]:
+        return self.model.prompt_encoder_mask_input_size()
+
+    @torch.inference_mode()
+    def predict_tensors(self, index: int, points: torch.Tensor | None, labels: torch.Tensor | None,
+                        boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask_output: bool = True,
+                        return_logits: bool = False,
+                        output_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tensor path (prompts already in model-input pixels): masks (B, C, H, W) (bool unless
+        return_logits), iou (B, C), low-res logits (B, C, h, w) clamped to [-32, 32]."""
+        image = self._images[index]
+        dtype = self.model.dtype
+        cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
+        sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
+        out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse, dense,
+                                multimask_output)
+        full = postprocess_masks(out.masks, output_size or image.orig_hw, self.spec)
+        low = torch.clamp(out.masks.float(), -32.0, 32.0)
+        if not return_logits:
+            full = full > self.mask_threshold
+        return full, out.iou.float(), low
