@@ -1,0 +1,36 @@
+"""Validation: DAVIS J&F for video object segmentation and NoC / mIoU-vs-clicks for interactive segmentation.
+
+Submodules: `metrics` (J, F, statistics, click protocol), `datasets` (DAVIS-layout and interactive datasets,
+palette PNGs) and `report` (tables, CSV/JSON, plot). Names are resolved lazily so that importing
+`masklet.val` does not import cv2 or read anything.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "metrics": ["region_similarity", "boundary_f_measure", "boundary_precision_recall", "boundary_map", "disk",
+                "boundary_tolerance", "score_sequence", "statistics", "next_click", "noc", "miou_curve", "auc",
+                "interactive_summary"],
+    "datasets": ["VOSDataset", "VOSVideo", "InteractiveDataset", "write_palette_png", "read_palette_png",
+                 "davis_palette", "VOID_LABEL"],
+    "report": ["ObjectScores", "object_row", "per_object_table", "per_video_table", "summary", "interactive_table",
+               "format_table", "print_table", "write_csv", "write_json", "write_vos_report", "plot_miou_curve",
+               "VOS_COLUMNS"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [name for names in _EXPORTS.values() for name in names]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
