@@ -1,6 +1,7 @@
 """Small building blocks shared by several model components."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Type
 
 import torch
@@ -60,3 +61,24 @@ class MLPBlock(nn.Module):
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product attention on (B, heads, N, C) tensors (the fused kernel where one exists)."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+@dataclass
+class ImageFeatures:
+    """Encoder output for B frames.
+
+    embed (B, C, h, w): lowest-resolution feature; pos (B, C, h, w): its position encoding;
+    high_res [(B, C/8, 4h, 4w), (B, C/4, 2h, 2w)]: skip features already projected by conv_s0/conv_s1.
+    """
+
+    embed: torch.Tensor
+    pos: torch.Tensor
+    high_res: list[torch.Tensor]
+
+    def select(self, index: int | slice | torch.Tensor) -> "ImageFeatures":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return ImageFeatures(self.embed[index], self.pos[index], [f[index] for f in self.high_res])
+
+    def to(self, device: torch.device | str) -> "ImageFeatures":
+        return ImageFeatures(self.embed.to(device), self.pos.to(device), [f.to(device) for f in self.high_res])

@@ -12,8 +12,14 @@ from torch import nn
 from .tiny_vit import TinyViT
 from .vit import ImageEncoderViT
 
-__all__ = ["ViTEncoderConfig", "TinyViTEncoderConfig", "SAM1_ENCODER_CONFIGS", "sam1_encoder_config",
-           "build_sam1_image_encoder", "canonical_sam1_variant"]
+__all__ = [
+    "SAM1_ENCODER_CONFIGS",
+    "TinyViTEncoderConfig",
+    "ViTEncoderConfig",
+    "build_sam1_image_encoder",
+    "canonical_sam1_variant",
+    "sam1_encoder_config",
+]
 
 
 @dataclass(frozen=True)

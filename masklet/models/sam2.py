@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.preprocess import SAM2_INPUT, InputSpec
-from .common import MLP
+from .common import MLP, ImageFeatures
 from .hiera import Hiera
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
@@ -23,27 +23,6 @@ from .variants import SAM2Config
 
 # logit given to masks of objects judged absent; large negative so that sigmoid is ~0
 NO_OBJ_SCORE = -1024.0
-
-
-@dataclass
-class ImageFeatures:
-    """Encoder output for B frames.
-
-    embed (B, C, h, w): lowest-resolution feature; pos (B, C, h, w): its position encoding;
-    high_res [(B, C/8, 4h, 4w), (B, C/4, 2h, 2w)]: skip features already projected by conv_s0/conv_s1.
-    """
-
-    embed: torch.Tensor
-    pos: torch.Tensor
-    high_res: list[torch.Tensor]
-
-    def select(self, index: int | slice | torch.Tensor) -> "ImageFeatures":
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return ImageFeatures(self.embed[index], self.pos[index], [f[index] for f in self.high_res])
-
-    def to(self, device: torch.device | str) -> "ImageFeatures":
-        return ImageFeatures(self.embed.to(device), self.pos.to(device), [f.to(device) for f in self.high_res])
 
 
 @dataclass

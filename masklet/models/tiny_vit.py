@@ -16,12 +16,17 @@ Module names give the official checkpoint keys with the ``image_encoder.`` prefi
 - ``norm_head``/``head``: TinyViT's classifier head, kept only so the checkpoints load strictly; unused.
 - ``neck``: as SAM's ViT neck, to 256 channels.
 
+Note: ``attention_bias_idxs`` is computed at construction; a model built under ``torch.device("meta")``
+and then filled with ``load_state_dict(..., assign=True)`` keeps meta index buffers — build on a real
+device (or call ``reset_attention_bias_idxs()``) before running it.
+
 BatchNorm uses its running statistics in eval mode (call ``.eval()``). LayerNorms use eps 1e-5, the neck's
 LayerNorm2d eps 1e-6. Any input size whose token grids stay positive works; the official size is 1024.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +146,7 @@ class Attention(nn.Module):
         x = self.norm(x)
         qkv = self.qkv(x).view(b, n, self.num_heads, 3 * self.head_dim).permute(0, 2, 1, 3)
         q, k, v = qkv.split(self.head_dim, dim=-1)  # (B', heads, N, hd) each
-        bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, N, N)
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)  # (heads, N, N)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
@@ -246,12 +251,20 @@ class TinyViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
+    def reset_attention_bias_idxs(self, device: torch.device | str | None = None) -> None:
+        """Recompute the (non-persistent) attention-bias index buffers, e.g. after a meta-device build."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                window = math.isqrt(module.attention_biases.shape[1])
+                dev = device if device is not None else module.attention_biases.device
+                module.attention_bias_idxs = attention_bias_index(window).to(dev)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, out_chans, H/16, W/16) (for the MobileSAM strides)."""
         x = self.patch_embed(x)
         hw = (x.shape[2], x.shape[3])
         for layer in self.layers:
             x, hw = layer(x, hw)
-        b, n, c = x.shape
+        b, _, c = x.shape
         x = x.transpose(1, 2).reshape(b, c, hw[0], hw[1])
         return self.neck(x)

@@ -21,13 +21,13 @@ float mask; the global blocks are processed in query chunks so the bias never ex
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerNorm2d", "ImageEncoderViT", "rel_pos_table"]
+__all__ = ["ImageEncoderViT", "LayerNorm2d", "rel_pos_table"]
 
 # Largest attention-bias mask (in elements) materialised at once by the global attention blocks.
 _MASK_BUDGET = 1 << 26

@@ -175,7 +175,7 @@ class ImagePredictor:
                         return_logits: bool = False,
                         output_size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The tensor path (prompts already in model-input pixels): masks (B, C, H, W) (bool unless
-        return_logits), iou (B, C), low-res logits (B, C, h, w) clamped to [-32, 32]."""
+        return_logits), iou (B, C), low-res logits (B, C, h, w) (SAM 2 clamps them to [-32, 32])."""
         image = self._images[index]
         dtype = self.model.dtype
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
@@ -183,7 +183,8 @@ class ImagePredictor:
         out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse, dense,
                                 multimask_output)
         full = postprocess_masks(out.masks, output_size or image.orig_hw, self.spec)
-        low = torch.clamp(out.masks.float(), -32.0, 32.0)
+        clamp = getattr(self.model, "low_res_clamp", 32.0)
+        low = out.masks.float() if clamp is None else torch.clamp(out.masks.float(), -clamp, clamp)
         if not return_logits:
             full = full > self.mask_threshold
         return full, out.iou.float(), low
