@@ -62,3 +62,25 @@ def compare_probe(tensor: torch.Tensor, probe: dict, rel: float = 1e-4) -> float
 @pytest.fixture(scope="session")
 def torch_threads():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def random_weights_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("random_weights", reference_file("random_weights.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_sam2(seed: int = 0, obj_bias: float = 3.0):
+    """The registered test variant (256 px, small widths) with weights drawn like the reference fixtures'
+    (fan-in scaled normals), objects kept present by the object-score bias."""
+    from masklet.models.build import build_model
+
+    module = random_weights_module()
+    model = build_model("sam2_test")
+    entries = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in module.build(entries, seed, obj_bias).items()}
+    model.load_state_dict(state)
+    return model

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, preprocess, resized_hw
-from .prompts import Prompts, check_inside, official_prompts, to_model_frame
+from .precision import autocast, resolve_dtype
+from .prompts import check_inside, official_prompts, to_model_frame
 
 
 class PredictorStateError(RuntimeError, ValueError):
@@ -47,9 +48,11 @@ class ImagePredictor:
         masks, iou, low_res = predictor.predict(point_coords=[[500, 375]], point_labels=[1])
     """
 
-    def __init__(self, model: nn.Module, mask_threshold: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, mask_threshold: float = 0.0, dtype: str | torch.dtype | None = None) -> None:
+        """dtype: "bfloat16" / "float16" run the model under autocast (default float32, the exact path)."""
         self.model = model
         self.mask_threshold = mask_threshold
+        self.dtype = resolve_dtype(dtype)
         self._images: list[EncodedImage] = []
         self._is_batch = False
 
@@ -79,7 +82,8 @@ class ImagePredictor:
     def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
         """Encode (H, W, 3) uint8 images; one batch through the encoder."""
         batch = torch.stack([preprocess(img, self.spec, self.device) for img in images]).to(self.model.dtype)
-        features = self.model.encode_image(batch)
+        with autocast(self.device, self.dtype):
+            features = self.model.encode_image(batch)
         return [EncodedImage(features.select(i), img.shape[:2]) for i, img in enumerate(images)]
 
     def set_image(self, image: ImageLike) -> None:
@@ -179,9 +183,10 @@ class ImagePredictor:
         image = self._images[index]
         dtype = self.model.dtype
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
-        sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
-        out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse, dense,
-                                multimask_output)
+        with autocast(self.device, self.dtype):
+            sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
+            out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse,
+                                    dense, multimask_output)
         full = postprocess_masks(out.masks, output_size or image.orig_hw, self.spec)
         clamp = getattr(self.model, "low_res_clamp", 32.0)
         low = out.masks.float() if clamp is None else torch.clamp(out.masks.float(), -clamp, clamp)

@@ -1,0 +1,535 @@
+"""Video predictor: click objects on any frame and follow them through the video with SAM 2's memory.
+
+A drop-in for the official `SAM2VideoPredictor` (same method names, arguments and outputs), with three
+differences that matter for long videos: frames are decoded on demand (never the whole video in RAM),
+objects whose memories line up are tracked in one batch per frame, and `track_stream` follows objects over
+an unbounded frame source keeping only the memories that attention can still reach.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
+from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
+from ..utils.masks import fill_holes
+from .precision import autocast, resolve_dtype
+from .prompts import PromptError, check_inside, official_prompts
+
+
+@dataclass
+class FrameResult:
+    """What one object keeps of one frame: low-res mask logits (1, 1, 4h, 4w), object pointer (1, C), object
+    score (1, 1), and its memory (1, mem_dim, h, w) in bfloat16 once encoded."""
+
+    pred_masks: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    memory: torch.Tensor | None = None
+
+
+@dataclass
+class TrackedObject:
+    """One object's prompts and per-frame results. `cond` holds frames with prompts (conditioning frames),
+    `non_cond` tracked frames; the `temp_*` dicts hold prompt results not yet consolidated into memory."""
+
+    obj_id: int
+    point_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    cond: dict[int, FrameResult] = field(default_factory=dict)
+    non_cond: dict[int, FrameResult] = field(default_factory=dict)
+    temp_cond: dict[int, FrameResult] = field(default_factory=dict)
+    temp_non_cond: dict[int, FrameResult] = field(default_factory=dict)
+    tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+
+    def clear(self) -> None:
+        for d in (self.point_inputs, self.mask_inputs, self.cond, self.non_cond, self.temp_cond, self.temp_non_cond,
+                  self.tracked):
+            d.clear()
+
+    def lookup(self, frame_idx: int) -> FrameResult | None:
+        return self.cond.get(frame_idx) or self.non_cond.get(frame_idx)
+
+
+@dataclass
+class VideoState:
+    """Tracking state of one video (what the official API calls `inference_state`)."""
+
+    frames: Any  # VideoFrames, or None for a stream
+    num_frames: int | None
+    video_height: int
+    video_width: int
+    device: torch.device
+    storage_device: torch.device
+    objects: list[TrackedObject] = field(default_factory=list)
+    feature_cache: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
+    memory_pos: torch.Tensor | None = None  # the memories' position encoding: the same for every frame
+    stream_frames: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return [obj.obj_id for obj in self.objects]
+
+    def index_of(self, obj_id: int) -> int | None:
+        for i, obj in enumerate(self.objects):
+            if obj.obj_id == obj_id:
+                return i
+        return None
+
+
+@dataclass
+class ObjectPrompt:
+    """A prompt for `track_stream`: points (N, 2) with labels (N,), and/or a box (4,) xyxy, or a mask (H, W)."""
+
+    obj_id: int
+    points: Any = None
+    labels: Any = None
+    box: Any = None
+    mask: Any = None
+
+
+class VideoPredictor:
+    """Track objects through a video with a SAM 2 model.
+
+    fill_hole_area: holes in the low-resolution masks up to this many pixels are filled (OpenCV, on CPU
+    too). feature_cache: how many frames' image features are kept. batch_objects: track objects whose
+    memories line up in one batch per frame (same results as one at a time, faster). dtype: "bfloat16" /
+    "float16" run the model under autocast.
+    """
+
+    def __init__(self, model: nn.Module, fill_hole_area: int = 8, feature_cache: int = 2,
+                 batch_objects: bool = True, dtype: str | torch.dtype | None = None) -> None:
+        if getattr(model, "family", None) != "sam2":
+            raise ValueError(f"video tracking needs a SAM 2 / SAM 2.1 model (memory attention); "
+                             f"{getattr(model, 'family', type(model).__name__)} models have no memory. "
+                             "Use sam2_t/s/b/l.pt or sam2.1_t/s/b/l.pt")
+        self.model = model
+        self.fill_hole_area = fill_hole_area
+        self.feature_cache_size = max(1, feature_cache)
+        self.batch_objects = batch_objects
+        self.dtype = resolve_dtype(dtype)
+        self.binarize_mask_from_pts_for_mem_enc = True
+        self.max_obj_ptrs = model.config.max_obj_ptrs_in_encoder
+        self.stream_state: VideoState | None = None  # the state of the running `track_stream`, for inspection
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    # ------------------------------------------------------------------ state
+    @torch.inference_mode()
+    def init_state(self, video: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
+                   async_loading_frames: bool = False) -> VideoState:
+        """Open a video (folder of JPEG frames, video file, or list of HxWx3 uint8 RGB frames).
+
+        Frames are decoded when needed; `offload_video_to_cpu` and `async_loading_frames` are accepted for
+        compatibility (frames always live on the CPU and are prefetched in the background).
+        """
+        from ..data.sources import VideoFrames
+
+        frames = video if hasattr(video, "frame_name") and hasattr(video, "height") else VideoFrames(video)
+        device = self.model.device
+        storage = torch.device("cpu") if offload_state_to_cpu else device
+        state = VideoState(frames, len(frames), frames.height, frames.width, device, storage)
+        self._features(state, 0)  # fail early on an unreadable first frame
+        return state
+
+    @torch.inference_mode()
+    def reset_state(self, state: VideoState) -> None:
+        """Remove every object and prompt."""
+        for obj in state.objects:
+            obj.clear()
+        state.objects.clear()
+
+    def _frame_image(self, state: VideoState, frame_idx: int) -> np.ndarray:
+        if state.frames is None:
+            return state.stream_frames[frame_idx]
+        return state.frames[frame_idx]
+
+    def _features(self, state: VideoState, frame_idx: int) -> ImageFeatures:
+        cache = state.feature_cache
+        if frame_idx in cache:
+            cache.move_to_end(frame_idx)
+            return cache[frame_idx]
+        image = self._frame_image(state, frame_idx)
+        x = preprocess(image, SAM2_VIDEO_INPUT.with_size(self.image_size), state.device)[None].to(self.model.dtype)
+        with autocast(state.device, self.dtype):
+            features = self.model.encode_image(x)
+        cache[frame_idx] = features
+        while len(cache) > self.feature_cache_size:
+            cache.popitem(last=False)
+        return features
+
+    def _check_frame(self, state: VideoState, frame_idx: int) -> int:
+        if not isinstance(frame_idx, (int, np.integer)):
+            raise TypeError(f"frame_idx must be an integer, got {type(frame_idx).__name__}")
+        if state.num_frames is not None and not 0 <= frame_idx < state.num_frames:
+            raise IndexError(f"frame_idx {frame_idx} is out of range: the video has {state.num_frames} frames "
+                             f"(0 to {state.num_frames - 1})")
+        return int(frame_idx)
+
+    def _object(self, state: VideoState, obj_id: int) -> TrackedObject:
+        idx = state.index_of(obj_id)
+        if idx is None:
+            state.objects.append(TrackedObject(obj_id))
+            return state.objects[-1]
+        return state.objects[idx]
+
+    # ------------------------------------------------------------------ prompts
+    @torch.inference_mode()
+    def add_new_points_or_box(self, state: VideoState, frame_idx: int, obj_id: int, points: Any = None,
+                              labels: Any = None, clear_old_points: bool = True, normalize_coords: bool = True,
+                              box: Any = None) -> tuple[int, list[int], torch.Tensor]:
+        """Add clicks (points (N, 2) (x, y) with labels (N,), 1 = foreground) and/or a box (4,) for an object on
+        a frame. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W) video-resolution logits)."""
+        frame_idx = self._check_frame(state, frame_idx)
+        if points is None and box is None:
+            raise ValueError("add_new_points_or_box needs points (with labels) or a box: both are missing")
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be given together (one label per point: 1 = foreground, "
+                             "0 = background)")
+        if box is not None and not clear_old_points:
+            raise ValueError("a box can only be added with clear_old_points=True (the box is the first prompt of "
+                             "the object on this frame)")
+        prompts = official_prompts(points, labels, box)
+        if prompts.batch > 1:
+            raise PromptError("add_new_points_or_box takes the prompts of one object: points (N, 2) and box (4,)")
+        if normalize_coords:
+            check_inside(prompts, state.video_height, state.video_width)
+        coords = [] if prompts.points is None else [torch.as_tensor(prompts.points, dtype=torch.float32)]
+        lbls = [] if prompts.labels is None else [torch.as_tensor(prompts.labels, dtype=torch.int32)]
+        if prompts.boxes is not None:
+            coords.insert(0, torch.as_tensor(prompts.boxes, dtype=torch.float32).reshape(1, 2, 2))
+            lbls.insert(0, torch.tensor([[2, 3]], dtype=torch.int32))
+        new_points, new_labels = torch.cat(coords, dim=1), torch.cat(lbls, dim=1)
+        if normalize_coords:
+            new_points = new_points / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
+        new_points = (new_points * self.image_size).to(state.device)
+        new_labels = new_labels.to(state.device)
+
+        obj = self._object(state, obj_id)
+        old = None if clear_old_points else obj.point_inputs.get(frame_idx)
+        if old is not None:
+            new_points, new_labels = torch.cat([old[0], new_points], 1), torch.cat([old[1], new_labels], 1)
+        obj.point_inputs[frame_idx] = (new_points, new_labels)
+        obj.mask_inputs.pop(frame_idx, None)
+        return self._prompt_frame(state, obj, frame_idx, (new_points, new_labels), None)
+
+    @torch.inference_mode()
+    def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int,
+                     mask: Any) -> tuple[int, list[int], torch.Tensor]:
+        """Give an object's mask (H, W) bool at video resolution on a frame."""
+        frame_idx = self._check_frame(state, frame_idx)
+        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if mask_t.dim() != 2 or tuple(mask_t.shape) != (state.video_height, state.video_width):
+            raise ValueError(f"mask must be a 2-D array of the video's size ({state.video_height}, "
+                             f"{state.video_width}), got shape {tuple(mask_t.shape)}")
+        mask_in = mask_t.bool().float()[None, None].to(state.device)
+        if mask_in.shape[-2:] != (self.image_size, self.image_size):
+            mask_in = F.interpolate(mask_in, size=(self.image_size, self.image_size), mode="bilinear",
+                                    align_corners=False, antialias=True)
+            mask_in = (mask_in >= 0.5).float()
+        obj = self._object(state, obj_id)
+        obj.mask_inputs[frame_idx] = mask_in
+        obj.point_inputs.pop(frame_idx, None)
+        return self._prompt_frame(state, obj, frame_idx, None, mask_in)
+
+    def _prompt_frame(self, state: VideoState, obj: TrackedObject, frame_idx: int,
+                      points: tuple[torch.Tensor, torch.Tensor] | None,
+                      mask_in: torch.Tensor | None) -> tuple[int, list[int], torch.Tensor]:
+        is_init = frame_idx not in obj.tracked
+        reverse = False if is_init else obj.tracked[frame_idx]
+        temp = obj.temp_cond if is_init else obj.temp_non_cond
+        prev_logits = None
+        if points is not None:
+            prev = temp.get(frame_idx) or obj.lookup(frame_idx)
+            if prev is not None:
+                prev_logits = torch.clamp(prev.pred_masks.to(state.device), -32.0, 32.0)
+        result, _ = self._run_frame(state, [obj], frame_idx, is_init, points, mask_in, reverse,
+                                    run_mem_encoder=False, prev_mask_logits=prev_logits)
+        temp[frame_idx] = result[0]
+        masks = self._consolidate(state, frame_idx, is_cond=is_init)
+        return frame_idx, state.obj_ids, masks
+
+    def _consolidate(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
+        """Every object's current mask on a frame at video resolution (NO_OBJ_SCORE where it has none)."""
+        out = torch.full((len(state.objects), 1, state.video_height, state.video_width), NO_OBJ_SCORE,
+                         dtype=torch.float32, device=state.device)
+        for i, obj in enumerate(state.objects):
+            temp = obj.temp_cond if is_cond else obj.temp_non_cond
+            result = temp.get(frame_idx) or obj.lookup(frame_idx)
+            if result is not None:
+                out[i: i + 1] = self._to_video_res(state, result.pred_masks)
+        return out
+
+    def _to_video_res(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(low_res.to(state.device).float(), size=(state.video_height, state.video_width),
+                             mode="bilinear", align_corners=False)
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(self, state: VideoState, frame_idx: int, obj_id: int,
+                                   need_output: bool = True) -> tuple[int, list[int], torch.Tensor] | None:
+        """Remove an object's prompts on a frame (its result there becomes an ordinary tracked frame)."""
+        frame_idx = self._check_frame(state, frame_idx)
+        idx = state.index_of(obj_id)
+        if idx is None:
+            raise ValueError(f"unknown object id {obj_id}; existing object ids: {state.obj_ids}")
+        obj = state.objects[idx]
+        obj.point_inputs.pop(frame_idx, None)
+        obj.mask_inputs.pop(frame_idx, None)
+        obj.temp_cond.pop(frame_idx, None)
+        obj.temp_non_cond.pop(frame_idx, None)
+        result = obj.cond.pop(frame_idx, None)
+        if result is not None:
+            obj.non_cond[frame_idx] = result
+            obj.tracked.pop(frame_idx, None)
+        if not need_output:
+            return None
+        is_cond = any(frame_idx in o.temp_cond for o in state.objects)
+        return frame_idx, state.obj_ids, self._consolidate(state, frame_idx, is_cond)
+
+    @torch.inference_mode()
+    def remove_object(self, state: VideoState, obj_id: int, strict: bool = True,
+                      need_output: bool = True) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
+        """Remove an object. Returns (remaining obj_ids, [(frame_idx, masks)] for frames it had prompts on)."""
+        idx = state.index_of(obj_id)
+        if idx is None:
+            if strict:
+                raise ValueError(f"cannot remove object id {obj_id}: no such object; existing object ids: "
+                                 f"{state.obj_ids}")
+            return state.obj_ids, []
+        if len(state.objects) == 1:
+            self.reset_state(state)
+            return state.obj_ids, []
+        obj = state.objects[idx]
+        input_frames = set(obj.point_inputs) | set(obj.mask_inputs)
+        for frame_idx in input_frames:
+            self.clear_all_prompts_in_frame(state, frame_idx, obj_id, need_output=False)
+        state.objects.pop(idx)
+        updated = []
+        if need_output:
+            for frame_idx in sorted(input_frames):
+                is_cond = any(frame_idx in o.temp_cond for o in state.objects)
+                updated.append((frame_idx, self._consolidate(state, frame_idx, is_cond)))
+        return state.obj_ids, updated
+
+    # ------------------------------------------------------------------ tracking
+    def _use_multimask(self, is_init: bool, points: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+        num_points = 0 if points is None else points[1].shape[1]
+        return num_points <= 1  # multimask_output_in_sam, for tracking too, with at most one click
+
+    def _memory_plan(self, obj: TrackedObject, frame_idx: int, reverse: bool,
+                     num_frames: int | None) -> tuple[list[tuple[int, int, FrameResult]], list[tuple[int, int, FrameResult]]]:
+        """Which memories and object pointers frame `frame_idx` attends to: ([(t_pos, frame, result)],
+        [(signed temporal distance, frame, result)])."""
+        sign = -1 if reverse else 1
+        memories = [(0, t, out) for t, out in obj.cond.items()]
+        for t_pos in range(1, self.model.num_maskmem):
+            t_rel = self.model.num_maskmem - t_pos
+            prev = frame_idx + t_rel if reverse else frame_idx - t_rel
+            out = obj.non_cond.get(prev)
+            if out is not None and out.memory is not None:
+                memories.append((t_pos, prev, out))
+        max_ptrs = self.max_obj_ptrs if num_frames is None else min(num_frames, self.max_obj_ptrs)
+        ptrs = [((frame_idx - t) * sign if self.model.config.sam2_1 else abs(frame_idx - t), t, out)
+                for t, out in obj.cond.items() if (t >= frame_idx if reverse else t <= frame_idx)]
+        for t_diff in range(1, max_ptrs):
+            t = frame_idx + t_diff if reverse else frame_idx - t_diff
+            if t < 0 or (num_frames is not None and t >= num_frames):
+                break
+            out = obj.non_cond.get(t)
+            if out is not None:
+                ptrs.append((t_diff, t, out))
+        return memories, ptrs
+
+    def _attend(self, state: VideoState, features: ImageFeatures, plans: list) -> torch.Tensor:
+        """Memory-conditioned features (B, C, h, w) for B objects sharing one memory layout."""
+        first_memories, first_ptrs = plans[0]
+        memory_pos = state.memory_pos
+        memories = []
+        for k, (t_pos, _, _) in enumerate(first_memories):
+            stacked = torch.cat([plan[0][k][2].memory for plan in plans]).to(state.device, features.embed.dtype)
+            memories.append((t_pos, stacked, memory_pos.expand(len(plans), -1, -1, -1)))
+        obj_ptrs = None
+        if first_ptrs:
+            max_ptrs = self.max_obj_ptrs if state.num_frames is None else min(state.num_frames, self.max_obj_ptrs)
+            stacked = torch.stack([torch.cat([plan[1][k][2].obj_ptr for plan in plans]) for k in range(len(first_ptrs))])
+            obj_ptrs = self.model.object_pointer_tokens([p[0] for p in first_ptrs], stacked.to(state.device), max_ptrs)
+        return self.model.attend_memory(features, memories, obj_ptrs)
+
+    def _run_frame(self, state: VideoState, objs: list[TrackedObject], frame_idx: int, is_init: bool,
+                   points: tuple[torch.Tensor, torch.Tensor] | None, mask_in: torch.Tensor | None, reverse: bool,
+                   run_mem_encoder: bool, prev_mask_logits: torch.Tensor | None = None,
+                   plans: list | None = None) -> tuple[list[FrameResult], torch.Tensor]:
+        """Track B objects (one memory layout) on a frame; returns their results and low-res masks (B, 1, 4h, 4w)."""
+        with autocast(state.device, self.dtype):
+            return self._run_frame_inner(state, objs, frame_idx, is_init, points, mask_in, reverse, run_mem_encoder,
+                                         prev_mask_logits, plans)
+
+    def _run_frame_inner(self, state, objs, frame_idx, is_init, points, mask_in, reverse, run_mem_encoder,
+                         prev_mask_logits, plans):
+        features = self._features(state, frame_idx)
+        pix_feat = None
+        if mask_in is None and not is_init:
+            if plans is None:
+                plans = [self._memory_plan(obj, frame_idx, reverse, state.num_frames) for obj in objs]
+            if state.memory_pos is None:
+                raise RuntimeError("internal error: no memory encoded before tracking")
+            pix_feat = self._attend(state, features, plans)
+        out: FrameOutput = self.model.track_frame(features, pix_feat, None if points is None else points[0],
+                                                  None if points is None else points[1], mask_in,
+                                                  self._use_multimask(is_init, points), prev_mask_logits)
+        if run_mem_encoder:
+            binarize = self.binarize_mask_from_pts_for_mem_enc and points is not None
+            memory, _ = self._encode_memory(state, features, out.high_res_masks, out.object_score_logits, binarize)
+        else:
+            memory = None
+        low_res = out.low_res_masks.float()
+        if self.fill_hole_area > 0:
+            low_res = fill_holes(low_res, self.fill_hole_area)
+        results = []
+        for i in range(len(objs)):
+            results.append(FrameResult(
+                low_res[i: i + 1].to(state.storage_device), out.obj_ptr[i: i + 1].to(state.storage_device),
+                out.object_score_logits[i: i + 1].to(state.storage_device),
+                None if memory is None else memory[i: i + 1]))
+        return results, low_res
+
+    def _encode_memory(self, state: VideoState, features: ImageFeatures, high_res_masks: torch.Tensor,
+                       object_score_logits: torch.Tensor, binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(state.device, self.dtype):
+            memory, pos = self.model.encode_memory(features, high_res_masks, object_score_logits, binarize)
+        if state.memory_pos is None:
+            state.memory_pos = pos[:1].float()
+        # memories are kept in bfloat16 (as the reference does): half the RAM per frame
+        return memory.to(torch.bfloat16).to(state.storage_device), pos
+
+    def _preflight(self, state: VideoState) -> None:
+        """Encode the memories of newly prompted frames and move them into the memory bank."""
+        if not state.objects:
+            raise RuntimeError("no object has prompts yet: call add_new_points_or_box or add_new_mask first")
+        for obj in state.objects:
+            for temp, bank in ((obj.temp_non_cond, obj.non_cond), (obj.temp_cond, obj.cond)):
+                for frame_idx, result in temp.items():
+                    if result.memory is None:
+                        features = self._features(state, frame_idx)
+                        high = F.interpolate(result.pred_masks.to(state.device), size=(self.image_size,) * 2,
+                                             mode="bilinear", align_corners=False)
+                        result.memory, _ = self._encode_memory(state, features, high,
+                                                               result.object_score_logits.to(state.device), True)
+                    bank[frame_idx] = result
+                temp.clear()
+            if not obj.cond:
+                raise RuntimeError(f"object {obj.obj_id} has no prompts: add points, a box or a mask for it first")
+            for frame_idx in obj.cond:
+                obj.non_cond.pop(frame_idx, None)
+
+    def _track_frame_all(self, state: VideoState, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """Every object's low-res mask on a frame (B, 1, 4h, 4w), tracking those without a prompt there."""
+        masks: list[torch.Tensor | None] = [None] * len(state.objects)
+        groups: dict[tuple, list[tuple[int, TrackedObject, Any]]] = {}
+        for i, obj in enumerate(state.objects):
+            if frame_idx in obj.cond:
+                masks[i] = obj.cond[frame_idx].pred_masks.to(state.device)
+                obj.tracked[frame_idx] = reverse
+                continue
+            plan = self._memory_plan(obj, frame_idx, reverse, state.num_frames)
+            key = (tuple((t_pos, t) for t_pos, t, _ in plan[0]), tuple((p, t) for p, t, _ in plan[1]))
+            if not self.batch_objects:
+                key = (i,) + key
+            groups.setdefault(key, []).append((i, obj, plan))
+        for members in groups.values():
+            objs = [m[1] for m in members]
+            results, low_res = self._run_frame(state, objs, frame_idx, False, None, None, reverse,
+                                               run_mem_encoder=True, plans=[m[2] for m in members])
+            for k, (i, obj, _) in enumerate(members):
+                obj.non_cond[frame_idx] = results[k]
+                obj.tracked[frame_idx] = reverse
+                masks[i] = low_res[k: k + 1]
+        return torch.cat(masks, dim=0)
+
+    @torch.inference_mode()
+    def propagate_in_video(self, state: VideoState, start_frame_idx: int | None = None,
+                           max_frame_num_to_track: int | None = None, reverse: bool = False,
+                           progress: bool = True) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Track every object through the video; yields (frame_idx, obj_ids, masks (num_objects, 1, H, W) logits)
+        per frame, starting at the earliest prompted frame unless `start_frame_idx` is given."""
+        self._preflight(state)
+        if start_frame_idx is None:
+            start_frame_idx = min(t for obj in state.objects for t in obj.cond)
+        start_frame_idx = self._check_frame(state, start_frame_idx)
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = state.num_frames
+        if reverse:
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
+        else:
+            end = min(start_frame_idx + max_frame_num_to_track, state.num_frames - 1)
+            order = range(start_frame_idx, end + 1)
+        obj_ids = state.obj_ids
+        for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
+            low_res = self._track_frame_all(state, frame_idx, reverse)
+            yield frame_idx, obj_ids, self._to_video_res(state, low_res)
+
+    # ------------------------------------------------------------------ streaming
+    @torch.inference_mode()
+    def track_stream(self, frames: Iterable[np.ndarray],
+                     prompts: Mapping[int, Sequence[ObjectPrompt]] | None = None,
+                     prompt_fn: Any = None) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+        """Track objects over an unbounded sequence of (H, W, 3) uint8 RGB frames, forward only.
+
+        prompts maps a frame index to the prompts given on that frame; `prompt_fn(frame_idx, frame)` may
+        return more (a list of ObjectPrompt) while the stream runs. Only what memory attention can reach is
+        kept (conditioning frames, the last num_maskmem frames' memories, the last 16 object pointers), so
+        RAM stays flat however long the stream is. Yields (frame_idx, obj_ids, masks (N, 1, H, W) logits).
+        """
+        from ..data.images import as_rgb_uint8
+
+        prompts = dict(prompts or {})
+        state: VideoState | None = None
+        for frame_idx, frame in enumerate(frames):
+            frame = as_rgb_uint8(frame)
+            if state is None:
+                device = self.model.device
+                state = VideoState(None, None, frame.shape[0], frame.shape[1], device, device)
+                self.stream_state = state
+            elif frame.shape[:2] != (state.video_height, state.video_width):
+                raise ValueError(f"frame {frame_idx} has size {frame.shape[:2]}, the stream started at "
+                                 f"{(state.video_height, state.video_width)}")
+            state.stream_frames = {frame_idx: frame}
+            new = list(prompts.pop(frame_idx, []))
+            if prompt_fn is not None:
+                new += list(prompt_fn(frame_idx, frame) or [])
+            for p in new:
+                if p.mask is not None:
+                    self.add_new_mask(state, frame_idx, p.obj_id, p.mask)
+                else:
+                    self.add_new_points_or_box(state, frame_idx, p.obj_id, p.points, p.labels, box=p.box)
+            if not state.objects:
+                yield frame_idx, [], torch.zeros(0, 1, state.video_height, state.video_width, device=state.device)
+                continue
+            self._preflight(state)
+            low_res = self._track_frame_all(state, frame_idx, reverse=False)
+            yield frame_idx, state.obj_ids, self._to_video_res(state, low_res)
+            self._forget_unreachable(state, frame_idx)
+
+    def _forget_unreachable(self, state: VideoState, frame_idx: int) -> None:
+        keep_memory = self.model.num_maskmem - 1
+        for obj in state.objects:
+            # the next frame reads pointers of the previous max_obj_ptrs - 1 frames and memories of num_maskmem - 1
+            for t in [t for t in obj.non_cond if t <= frame_idx - (self.max_obj_ptrs - 1)]:
+                del obj.non_cond[t]
+            for t, result in obj.non_cond.items():
+                if t <= frame_idx - keep_memory and result.memory is not None:
+                    result.memory = None  # only its object pointer is still reachable
+                if t < frame_idx:
+                    result.pred_masks = result.pred_masks[:, :, :0]  # masks of past frames are never read again
+            for t in [t for t in obj.tracked if t < frame_idx]:
+                del obj.tracked[t]
