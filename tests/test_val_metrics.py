@@ -127,20 +127,32 @@ def test_statistics_mean_recall_decay():
     s = statistics(v)
     assert s["mean"] == pytest.approx(5.2 / 8)
     assert s["recall"] == pytest.approx(4 / 8)  # 0.5 is not > 0.5
+    # default = DAVIS toolkit bins. For 8 frames: linspace(1, 8, 5) = 1, 2.75, 4.5, 6.25, 8 -> rounded 1, 3, 5,
+    # 6, 8 (4.5 + 1e-10 rounds up) -> edges 0, 2, 4, 5, 7, both ends included: first bin frames 0-2 = [1, 1, .9],
+    # last bin frames 5-7 = [.5, .2, .2] -> 2.9 / 3 - 0.9 / 3 = 2 / 3
+    assert s["decay"] == pytest.approx(2 / 3)
+    assert statistics(v, binning="davis")["decay"] == s["decay"]
     # array_split into [1, 1] [.9, .9] [.5, .5] [.2, .2] -> 1.0 - 0.2
-    assert s["decay"] == pytest.approx(0.8)
-    # DAVIS toolkit bins for 8 frames: edges 0, 2, 4, 5, 7, both ends included -> [1, 1, .9] ... [.5, .2, .2]
-    assert statistics(v, binning="davis")["decay"] == pytest.approx(2.9 / 3 - 0.9 / 3)
+    assert statistics(v, binning="split")["decay"] == pytest.approx(0.8)
 
 
 def test_statistics_nan_safe():
     s = statistics([1.0, float("nan"), 0.0, 1.0, float("nan"), 0.0, 0.0, 0.0])
     assert s["mean"] == pytest.approx(2 / 6)
     assert s["recall"] == pytest.approx(2 / 6)
-    assert s["decay"] == pytest.approx(1.0 - 0.0)  # first bin [1, nan] -> 1, last [0, 0] -> 0
+    # DAVIS bins for 8 frames (see above): first = frames 0-2 = [1, nan, 0] -> 0.5, last = frames 5-7 -> 0
+    assert s["decay"] == pytest.approx(0.5)
+    values = [1.0, float("nan"), 0.0, 1.0, float("nan"), 0.0, 0.0, 0.0]
+    # split bins: first [1, nan] -> 1, last [0, 0] -> 0
+    assert statistics(values, binning="split")["decay"] == pytest.approx(1.0)
     empty = statistics([])
     assert all(math.isnan(x) for x in empty.values())
     assert statistics([0.7])["decay"] == 0.0
+    assert statistics([0.7], binning="split")["decay"] == 0.0
+    # 2 frames: linspace(1, 2, 5) rounds to 1, 1, 2, 2, 2 -> edges 0, 0, 1, 1, 1: first bin [v0], last bin [v1]
+    assert statistics([0.9, 0.6])["decay"] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="binning"):
+        statistics([0.5], binning="other")
 
 
 # --------------------------------------------------------------------------------------------------- clicks
@@ -337,7 +349,12 @@ def _rows():
 
 def test_tables_and_summary():
     rows = _rows()
-    assert rows[0]["J-Mean"] == pytest.approx(0.7) and rows[0]["J-Decay"] == pytest.approx(0.6)
+    # DAVIS bins for 4 frames: linspace(1, 4, 5) = 1, 1.75, 2.5, 3.25, 4 -> rounded 1, 2, 3, 3, 4 -> edges
+    # 0, 1, 2, 2, 3: first bin frames 0-1 = [1.0, 0.8] -> 0.9, last bin frames 2-3 = [0.6, 0.4] -> 0.5
+    assert rows[0]["J-Mean"] == pytest.approx(0.7) and rows[0]["J-Decay"] == pytest.approx(0.4)
+    assert rows[0]["F-Decay"] == pytest.approx(1.0 - 0.5)
+    split = per_object_table([ObjectScores("bear", 1, [1.0, 0.8, 0.6, 0.4], [1.0, 1.0, 0.5, 0.5])], binning="split")
+    assert split[0]["J-Decay"] == pytest.approx(0.6)  # one frame per bin: 1.0 - 0.4
     assert rows[0]["J&F-Mean"] == pytest.approx((0.7 + 0.75) / 2)
     assert rows[1]["F-Mean"] == pytest.approx(0.5)
     videos = per_video_table(rows)

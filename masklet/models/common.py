@@ -80,5 +80,6 @@ class ImageFeatures:
             index = slice(index, index + 1)
         return ImageFeatures(self.embed[index], self.pos[index], [f[index] for f in self.high_res])
 
-    def to(self, device: torch.device | str) -> "ImageFeatures":
-        return ImageFeatures(self.embed.to(device), self.pos.to(device), [f.to(device) for f in self.high_res])
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "ImageFeatures":
+        return ImageFeatures(self.embed.to(device, dtype), self.pos.to(device, dtype),
+                             [f.to(device, dtype) for f in self.high_res])

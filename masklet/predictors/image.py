@@ -49,7 +49,7 @@ class ImagePredictor:
     """
 
     def __init__(self, model: nn.Module, mask_threshold: float = 0.0, dtype: str | torch.dtype | None = None) -> None:
-        """dtype: "bfloat16" / "float16" run the model under autocast (default float32, the exact path)."""
+        """dtype: "bfloat16" / "float16" run the image encoder under autocast (default float32, the exact path)."""
         self.model = model
         self.mask_threshold = mask_threshold
         self.dtype = resolve_dtype(dtype)
@@ -84,6 +84,8 @@ class ImagePredictor:
         batch = torch.stack([preprocess(img, self.spec, self.device) for img in images]).to(self.model.dtype)
         with autocast(self.device, self.dtype):
             features = self.model.encode_image(batch)
+        # the decoder is cheap and sensitive: it always runs in the model's own precision
+        features = features.to(self.device, self.model.dtype)
         return [EncodedImage(features.select(i), img.shape[:2]) for i, img in enumerate(images)]
 
     def set_image(self, image: ImageLike) -> None:
@@ -183,10 +185,9 @@ class ImagePredictor:
         image = self._images[index]
         dtype = self.model.dtype
         cast = (lambda t: None if t is None else t.to(dtype)) if dtype != torch.float32 else (lambda t: t)
-        with autocast(self.device, self.dtype):
-            sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
-            out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse,
-                                    dense, multimask_output)
+        sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
+        out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse, dense,
+                                multimask_output)
         full = postprocess_masks(out.masks, output_size or image.orig_hw, self.spec)
         clamp = getattr(self.model, "low_res_clamp", 32.0)
         low = out.masks.float() if clamp is None else torch.clamp(out.masks.float(), -clamp, clamp)

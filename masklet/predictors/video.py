@@ -101,7 +101,7 @@ class VideoPredictor:
     fill_hole_area: holes in the low-resolution masks up to this many pixels are filled (OpenCV, on CPU
     too). feature_cache: how many frames' image features are kept. batch_objects: track objects whose
     memories line up in one batch per frame (same results as one at a time, faster). dtype: "bfloat16" /
-    "float16" run the model under autocast.
+    "float16" run the image encoder and memory attention under autocast.
     """
 
     def __init__(self, model: nn.Module, fill_hole_area: int = 8, feature_cache: int = 2,
@@ -162,6 +162,7 @@ class VideoPredictor:
         x = preprocess(image, SAM2_VIDEO_INPUT.with_size(self.image_size), state.device)[None].to(self.model.dtype)
         with autocast(state.device, self.dtype):
             features = self.model.encode_image(x)
+        features = features.to(state.device, self.model.dtype)
         cache[frame_idx] = features
         while len(cache) > self.feature_cache_size:
             cache.popitem(last=False)
@@ -369,12 +370,6 @@ class VideoPredictor:
                    run_mem_encoder: bool, prev_mask_logits: torch.Tensor | None = None,
                    plans: list | None = None) -> tuple[list[FrameResult], torch.Tensor]:
         """Track B objects (one memory layout) on a frame; returns their results and low-res masks (B, 1, 4h, 4w)."""
-        with autocast(state.device, self.dtype):
-            return self._run_frame_inner(state, objs, frame_idx, is_init, points, mask_in, reverse, run_mem_encoder,
-                                         prev_mask_logits, plans)
-
-    def _run_frame_inner(self, state, objs, frame_idx, is_init, points, mask_in, reverse, run_mem_encoder,
-                         prev_mask_logits, plans):
         features = self._features(state, frame_idx)
         pix_feat = None
         if mask_in is None and not is_init:
@@ -382,7 +377,10 @@ class VideoPredictor:
                 plans = [self._memory_plan(obj, frame_idx, reverse, state.num_frames) for obj in objs]
             if state.memory_pos is None:
                 raise RuntimeError("internal error: no memory encoded before tracking")
-            pix_feat = self._attend(state, features, plans)
+            # the expensive part (attention over all memories) runs in the reduced precision when asked
+            with autocast(state.device, self.dtype):
+                pix_feat = self._attend(state, features, plans)
+            pix_feat = pix_feat.to(self.model.dtype)
         out: FrameOutput = self.model.track_frame(features, pix_feat, None if points is None else points[0],
                                                   None if points is None else points[1], mask_in,
                                                   self._use_multimask(is_init, points), prev_mask_logits)
@@ -404,8 +402,7 @@ class VideoPredictor:
 
     def _encode_memory(self, state: VideoState, features: ImageFeatures, high_res_masks: torch.Tensor,
                        object_score_logits: torch.Tensor, binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast(state.device, self.dtype):
-            memory, pos = self.model.encode_memory(features, high_res_masks, object_score_logits, binarize)
+        memory, pos = self.model.encode_memory(features, high_res_masks, object_score_logits, binarize)
         if state.memory_pos is None:
             state.memory_pos = pos[:1].float()
         # memories are kept in bfloat16 (as the reference does): half the RAM per frame
@@ -422,8 +419,10 @@ class VideoPredictor:
                         features = self._features(state, frame_idx)
                         high = F.interpolate(result.pred_masks.to(state.device), size=(self.image_size,) * 2,
                                              mode="bilinear", align_corners=False)
+                        # prompted frames: memory from the binarised mask, like the official predictor
                         result.memory, _ = self._encode_memory(state, features, high,
-                                                               result.object_score_logits.to(state.device), True)
+                                                               result.object_score_logits.to(state.device),
+                                                               self.binarize_mask_from_pts_for_mem_enc)
                     bank[frame_idx] = result
                 temp.clear()
             if not obj.cond:

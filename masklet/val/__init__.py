@@ -1,8 +1,9 @@
 """Validation: DAVIS J&F for video object segmentation and NoC / mIoU-vs-clicks for interactive segmentation.
 
-Submodules: `metrics` (J, F, statistics, click protocol), `datasets` (DAVIS-layout and interactive datasets,
-palette PNGs) and `report` (tables, CSV/JSON, plot). Names are resolved lazily so that importing
-`masklet.val` does not import cv2 or read anything.
+`masklet.val.run(model=..., data=..., task="vos" | "interactive")` evaluates a model end to end (see
+`masklet.val.runner`). Submodules: `metrics` (J, F, statistics, click protocol), `datasets` (DAVIS-layout and
+interactive datasets, palette PNGs), `report` (tables, CSV/JSON, plot) and `runner` (`run`, `val_cli`).
+Names are resolved lazily so that importing `masklet.val` does not import torch, cv2 or read anything.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ _EXPORTS = {
                 "boundary_tolerance", "score_sequence", "statistics", "next_click", "noc", "miou_curve", "auc",
                 "interactive_summary"],
     "datasets": ["VOSDataset", "VOSVideo", "InteractiveDataset", "write_palette_png", "read_palette_png",
-                 "davis_palette", "VOID_LABEL"],
+                 "davis_palette", "VOID_LABEL", "MAX_OBJECTS"],
     "report": ["ObjectScores", "object_row", "per_object_table", "per_video_table", "summary", "interactive_table",
-               "format_table", "print_table", "write_csv", "write_json", "write_vos_report", "plot_miou_curve",
-               "VOS_COLUMNS"],
+               "format_table", "print_table", "write_csv", "write_json", "write_vos_report",
+               "write_interactive_report", "plot_miou_curve", "VOS_COLUMNS"],
+    "runner": ["run", "val_cli", "click_session", "VAL_KEYS", "VAL_HELP"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -20,6 +20,9 @@ from PIL import Image, UnidentifiedImageError
 PathLike = Union[str, Path]
 
 VOID_LABEL = 255
+# More distinct ids than this in one video is taken as a sign that the PNGs are not label maps (anti-aliased or
+# JPEG-damaged masks, images): DAVIS has at most 10 objects a video and MOSE / SA-V / YouTube-VOS far fewer than 100.
+MAX_OBJECTS = 100
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _RESOLUTION_DIRS = ("480p", "Full-Resolution", "1080p")
@@ -139,6 +142,7 @@ class VOSVideo:
     name: str
     frame_paths: list[Path]
     annotation_paths: dict[int, Path]
+    max_objects: Optional[int] = MAX_OBJECTS
     _object_ids: Optional[list[int]] = field(default=None, repr=False)
     _first: Optional[dict[int, int]] = field(default=None, repr=False)
     _size: Optional[tuple[int, int]] = field(default=None, repr=False)
@@ -213,6 +217,15 @@ class VOSVideo:
                 v = int(v)
                 if v not in (0, VOID_LABEL) and v not in first:
                     first[v] = idx
+            if self.max_objects is not None and len(first) > self.max_objects:
+                ids = sorted(first)
+                raise ValueError(
+                    f"video {self.name!r}: its annotations hold {len(ids)} distinct object ids "
+                    f"({', '.join(map(str, ids[:8]))}, ...) by {self.annotation_paths[idx]}, more than "
+                    f"max_objects={self.max_objects}. These PNGs do not look like label maps (one value per object, "
+                    "0 = background, 255 = void): anti-aliased, resized with interpolation or JPEG-compressed "
+                    "masks get many stray values. Save the masks with nearest-neighbour resizing as palette PNGs "
+                    "(masklet.val.datasets.write_palette_png), or raise max_objects if the ids are genuine")
         if not first:
             raise ValueError(f"video {self.name!r}: none of its {len(self.annotation_paths)} annotation PNGs "
                              f"(e.g. {self.annotation_paths[self.annotated_frames[0]]}) contains an object (all "
@@ -268,11 +281,13 @@ class VOSDataset:
     that file exists, else from all folders in JPEGImages, sorted; `videos` restricts to the named ones.
     `max_videos` keeps the first N videos and `max_frames` the first N frames of each (objects are then the
     ones annotated within those frames). Frames and annotations are matched by file stem; not every frame
-    needs an annotation (sparse annotations, as in YouTube-VOS).
+    needs an annotation (sparse annotations, as in YouTube-VOS). A video whose annotations hold more than
+    `max_objects` distinct ids is rejected when read (see `MAX_OBJECTS`; None disables the check).
     """
 
     def __init__(self, root: PathLike, max_videos: Optional[int] = None, max_frames: Optional[int] = None,
-                 videos: Optional[Sequence[str]] = None, split: str = "val", resolution: Optional[str] = None):
+                 videos: Optional[Sequence[str]] = None, split: str = "val", resolution: Optional[str] = None,
+                 max_objects: Optional[int] = MAX_OBJECTS):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"VOS dataset folder not found: {self.root}")
@@ -294,6 +309,7 @@ class VOSDataset:
                                         f"and {self.root / 'Annotations'}")
         self.image_root, self.annotation_root = img_root, ann_root
         self.max_frames = max_frames
+        self.max_objects = max_objects
 
         names = self._list_videos(split)
         if videos is not None:
@@ -346,7 +362,7 @@ class VOSDataset:
         if not by_frame:
             raise ValueError(f"video {name!r}: none of the first {len(frames)} frames has an annotation in {ann_dir}; "
                              "raise max_frames or annotate an earlier frame")
-        return VOSVideo(name=name, frame_paths=frames, annotation_paths=by_frame)
+        return VOSVideo(name=name, frame_paths=frames, annotation_paths=by_frame, max_objects=self.max_objects)
 
     def __len__(self) -> int:
         return len(self.videos)

@@ -182,16 +182,21 @@ def _decay_bins(n: int, n_bins: int, binning: str) -> list[np.ndarray]:
 
 
 def statistics(values: ArrayLike, threshold: float = 0.5, n_bins: int = 4,
-               binning: Literal["split", "davis"] = "split") -> dict[str, float]:
+               binning: Literal["split", "davis"] = "davis") -> dict[str, float]:
     """Mean, recall and decay of one object's per-frame J (or F) values, NaN frames ignored.
 
     mean: mean over frames. recall: fraction of frames with value > `threshold` (strictly).
-    decay: frames are cut into `n_bins` consecutive groups in frame order and decay = mean of the first
-    group - mean of the last group (positive = the object is lost over time). binning="split" cuts with
-    np.array_split (disjoint groups, sizes differ by at most one; min(n_bins, T) groups, so a 1-frame sequence
-    has decay 0); binning="davis" uses the official DAVIS
-    toolkit's overlapping bins (edges round(linspace(1, T, n_bins + 1)) - 1, both edges included), which gives
-    slightly different decays on short sequences. Empty or all-NaN input gives NaN for all three.
+    decay: frames are cut into `n_bins` groups in frame order and decay = mean of the first group - mean of
+    the last group (positive = the object is lost over time). binning="davis" (default) uses the official
+    DAVIS toolkit's bins, so published DAVIS decays are reproduced: edges round(linspace(1, T, n_bins + 1)) - 1
+    and each bin includes both of its edges, so neighbouring bins share a frame (for T = 8 the bins are frames
+    0-2, 2-4, 4-5, 5-7; a 1-frame sequence has decay 0). binning="split" cuts disjoint groups with
+    np.array_split (sizes differ by at most one; min(n_bins, T) groups), which gives slightly different decays
+    on short sequences. Empty or all-NaN input gives NaN for all three.
+
+    One difference from the toolkit remains on purpose: a NaN frame is left out of the recall here, while the
+    toolkit counts it as a miss (NaN > 0.5 is False). J and F are never NaN in `masklet val`, so this only
+    matters to callers passing NaN themselves.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     nan = float("nan")

@@ -42,7 +42,7 @@ def _nanmean(values: Iterable[float]) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
-def object_row(scores: ObjectScores, binning: Literal["split", "davis"] = "split") -> dict[str, Any]:
+def object_row(scores: ObjectScores, binning: Literal["split", "davis"] = "davis") -> dict[str, Any]:
     """One per-object row: video, object, frames, prompt frame and the DAVIS statistics of J and F."""
     js = statistics(scores.j, binning=binning)
     fs = statistics(scores.f, binning=binning)
@@ -57,7 +57,7 @@ def object_row(scores: ObjectScores, binning: Literal["split", "davis"] = "split
     return row
 
 
-def per_object_table(scores: Iterable[ObjectScores], binning: Literal["split", "davis"] = "split") -> list[dict]:
+def per_object_table(scores: Iterable[ObjectScores], binning: Literal["split", "davis"] = "davis") -> list[dict]:
     """Per-object rows (see `object_row`), in the order given."""
     return [object_row(s, binning) for s in scores]
 
@@ -201,21 +201,55 @@ def write_json(data: Any, path: PathLike) -> Path:
 
 def write_vos_report(out_dir: PathLike, object_rows: Sequence[Mapping[str, Any]],
                      video_rows: Optional[Sequence[Mapping[str, Any]]] = None,
-                     summary_row: Optional[Mapping[str, Any]] = None) -> dict[str, Path]:
+                     summary_row: Optional[Mapping[str, Any]] = None,
+                     meta: Optional[Mapping[str, Any]] = None) -> dict[str, Path]:
     """Write per_object.csv, per_video.csv, summary.csv and results.json (all three tables) into `out_dir`.
 
-    video_rows and summary_row are computed from object_rows when not given. Returns {name: path}.
+    video_rows and summary_row are computed from object_rows when not given. `meta` (run settings) is stored
+    in results.json under "meta". Returns {name: path}.
     """
     out = Path(out_dir)
     video_rows = per_video_table(object_rows) if video_rows is None else video_rows
     summary_row = summary(object_rows) if summary_row is None else summary_row
+    data: dict[str, Any] = {"summary": summary_row, "per_video": video_rows, "per_object": object_rows}
+    if meta is not None:
+        data["meta"] = meta
     return {
         "per_object": write_csv(object_rows, out / "per_object.csv"),
         "per_video": write_csv(video_rows, out / "per_video.csv"),
         "summary": write_csv([summary_row], out / "summary.csv"),
-        "json": write_json({"summary": summary_row, "per_video": video_rows, "per_object": object_rows},
-                           out / "results.json"),
+        "json": write_json(data, out / "results.json"),
     }
+
+
+def write_interactive_report(out_dir: PathLike, sample_rows: Sequence[Mapping[str, Any]],
+                             summary_row: Mapping[str, Any], curve: Sequence[float],
+                             per_sample_ious: Optional[Sequence[Sequence[float]]] = None,
+                             meta: Optional[Mapping[str, Any]] = None, plot: bool = True) -> dict[str, Path]:
+    """Write per_sample.csv, miou_curve.csv (clicks, mIoU), summary.csv, results.json and, with plot=True,
+    miou_curve.png into `out_dir`. results.json also holds every sample's IoU after each click ("ious",
+    aligned with sample_rows) and `meta`. Returns {name: path}.
+    """
+    out = Path(out_dir)
+    curve_rows = [{"clicks": k + 1, "mIoU": float(v)} for k, v in enumerate(curve)]
+    samples: list[dict[str, Any]] = [dict(r) for r in sample_rows]
+    if per_sample_ious is not None:
+        if len(per_sample_ious) != len(samples):
+            raise ValueError(f"{len(per_sample_ious)} IoU lists for {len(samples)} sample rows")
+        for row, ious in zip(samples, per_sample_ious):
+            row["ious"] = [float(x) for x in ious]
+    data: dict[str, Any] = {"summary": summary_row, "miou_curve": [float(v) for v in curve], "per_sample": samples}
+    if meta is not None:
+        data["meta"] = meta
+    paths = {
+        "per_sample": write_csv(sample_rows, out / "per_sample.csv"),
+        "curve": write_csv(curve_rows, out / "miou_curve.csv"),
+        "summary": write_csv([summary_row], out / "summary.csv"),
+        "json": write_json(data, out / "results.json"),
+    }
+    if plot:
+        paths["plot"] = plot_miou_curve(curve, out / "miou_curve.png")
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------------------------
