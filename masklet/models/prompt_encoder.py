@@ -40,6 +40,13 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = nn.Embedding(1, embed_dim)
         self._dense_pe: dict[tuple, torch.Tensor] = {}
 
+    def set_input_size(self, size: int, stride: int = 16) -> None:
+        """Follow a change of the model's square input size (the embedding grid is size / stride)."""
+        embed = size // stride
+        self.image_embedding_size = (embed, embed)
+        self.input_image_size = (size, size)
+        self.mask_input_size = (4 * embed, 4 * embed)
+
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image embedding grid, (1, C, h, w)."""
         w = self.pe_layer.positional_encoding_gaussian_matrix

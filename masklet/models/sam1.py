@@ -55,10 +55,7 @@ class SAM1Model(nn.Module):
         if size % 64 or size < 64:
             raise ValueError(f"imgsz must be a positive multiple of 64, got {size}")
         self.image_size = size
-        embed = size // 16
-        self.prompt_encoder.image_embedding_size = (embed, embed)
-        self.prompt_encoder.input_image_size = (size, size)
-        self.prompt_encoder.mask_input_size = (4 * embed, 4 * embed)
+        self.prompt_encoder.set_input_size(size)
 
     def prompt_encoder_mask_input_size(self) -> tuple[int, int]:
         return self.prompt_encoder.mask_input_size

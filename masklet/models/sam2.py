@@ -100,10 +100,7 @@ class SAM2Model(nn.Module):
         if size % 64 or size < 64:
             raise ValueError(f"imgsz must be a positive multiple of 64, got {size}")
         self.image_size = size
-        embed = size // self.config.feature_stride
-        self.sam_prompt_encoder.image_embedding_size = (embed, embed)
-        self.sam_prompt_encoder.input_image_size = (size, size)
-        self.sam_prompt_encoder.mask_input_size = (4 * embed, 4 * embed)
+        self.sam_prompt_encoder.set_input_size(size)
 
     def prompt_encoder_mask_input_size(self) -> tuple[int, int]:
         return self.sam_prompt_encoder.mask_input_size

@@ -27,27 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import LayerNorm2d
+
 __all__ = ["ImageEncoderViT", "LayerNorm2d", "rel_pos_table"]
 
 # Largest attention-bias mask (in elements) materialised at once by the global attention blocks.
 _MASK_BUDGET = 1 << 26
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel dimension of a (B, C, H, W) tensor (``weight``, ``bias``: (C,))."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W)."""
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class PatchEmbed(nn.Module):
