@@ -33,6 +33,17 @@ def run(request):
     return ref, predictor
 
 
+def test_input(run):
+    from conftest import compare_probe
+
+    from masklet.data.images import read_image
+    from masklet.data.preprocess import preprocess
+
+    ref, predictor = run
+    x = preprocess(read_image(data_file("images/truck.jpg")), predictor.model.input_spec)[None]
+    compare_probe(x, ref["input"], rel=1e-5)
+
+
 def test_features(run):
     ref, predictor = run
     got = predictor.get_image_embedding()
