@@ -1,0 +1,153 @@
+"""Ultralytics-style prompts (`points`, `labels`, `bboxes`) turned into per-object `Prompts`.
+
+The one rule set shared by `SAM` and `SAM2VideoPredictor`. In the Ultralytics convention the nesting depth
+of `points` says how the points group into objects:
+
+==============================  =========================  ==============================
+points                          meaning                    labels (default: all 1)
+==============================  =========================  ==============================
+``[x, y]``                      1 object, 1 point          ``1``, ``[1]``
+``[[x, y], [x, y]]``            2 objects, 1 point each    ``[1, 1]`` (one per object)
+``[[[x, y], [x, y]]]``          1 object, 2 points         ``[[1, 0]]`` (one per point)
+==============================  =========================  ==============================
+
+`bboxes` is one box ``[x1, y1, x2, y2]`` or a list of boxes, one object each. Given together, boxes and point
+groups pair up object by object (a single box or a single point group is shared by all objects).
+A scalar label applies to every point. Coordinates are pixels of the original image.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..predictors.prompts import PromptError, Prompts
+
+__all__ = ["PromptError", "check_prompts_inside", "normalize_prompts"]
+
+
+def _shape(value: Any) -> str:
+    """The shape of a nested list / array as text, or a description when it is ragged."""
+    try:
+        return str(tuple(np.shape(value)))
+    except ValueError:
+        return "ragged (sub-lists of different lengths)"
+
+
+def _numbers(value: Any, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; avoid importing torch for the check
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (str, bytes)):
+        raise PromptError(f"{name} must be numbers, got the string {value!r}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PromptError(f"{name} must be a (nested) list of numbers of a regular shape, got {value!r:.100} "
+                          f"with shape {_shape(value)}") from None
+    if not np.isfinite(arr).all():
+        raise PromptError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """points -> (B, N, 2), labels -> (B, N) by the nesting rules of the module docstring."""
+    pts = _numbers(points, "points")
+    given = pts.shape
+    if pts.size == 0:
+        raise PromptError("points is empty: pass [x, y], [[x, y], ...] (one point per object) or "
+                          "[[[x, y], ...]] (several points per object), or leave points out")
+    if pts.ndim not in (1, 2, 3) or pts.shape[-1] != 2:
+        raise PromptError(f"points must be [x, y] (one object), [[x, y], ...] (one point per object) or "
+                          f"[[[x, y], ...], ...] (points per object), i.e. shape (2,), (B, 2) or (B, N, 2); "
+                          f"got shape {given}")
+    if pts.ndim == 1:
+        pts = pts[None, None]
+    elif pts.ndim == 2:
+        pts = pts[:, None]  # (B, 2): each point is its own object
+    b, n = pts.shape[:2]
+    if labels is None:
+        return pts, np.ones((b, n), dtype=np.int64)
+    lab = _numbers(labels, "labels")
+    if lab.ndim == 0:
+        lab = np.full((b, n), float(lab))
+    elif len(given) == 3:
+        # (B, N, 2): one label per point; a flat list is accepted for a single object
+        if lab.shape == (n,) and b == 1:
+            lab = lab[None]
+        if lab.shape != (b, n):
+            raise PromptError(f"labels shape {lab.shape} does not match points shape {given}: {b} object(s) with "
+                              f"{n} point(s) each need labels of shape ({b}, {n}), e.g. "
+                              f"{np.ones((b, n), dtype=int).tolist()}")
+    else:
+        # (2,) or (B, 2): one point per object, so one label per object
+        if lab.ndim == 2 and lab.shape[1] == 1:
+            lab = lab[:, 0]
+        if lab.shape != (b,):
+            what = "1 point" if len(given) == 1 else f"{b} objects with one point each"
+            raise PromptError(f"labels shape {lab.shape} does not match points shape {given}: {what} need(s) "
+                              f"{b} label(s), e.g. labels={[1] * b}. To give one object several points, nest them "
+                              f"one level deeper: points=[[[x1, y1], [x2, y2]]], labels=[[1, 0]]")
+        lab = lab[:, None]
+    if not np.isin(lab, (0, 1)).all():
+        raise PromptError(f"labels must be 1 (foreground) or 0 (background), got {sorted(set(lab.ravel().tolist()))}")
+    return pts, lab.astype(np.int64)
+
+
+def _boxes(bboxes: Any) -> np.ndarray:
+    boxes = _numbers(bboxes, "bboxes")
+    given = boxes.shape
+    if boxes.ndim == 1:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0:
+        raise PromptError(f"bboxes must be [x1, y1, x2, y2] or a list of such boxes, i.e. shape (4,) or (B, 4); "
+                          f"got shape {given}")
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        raise PromptError(f"bboxes are x1, y1, x2, y2 with x2 >= x1 and y2 >= y1; got {boxes[bad][0].tolist()} "
+                          "(for x, y, width, height boxes convert them first: [x, y, x + w, y + h])")
+    return boxes
+
+
+def normalize_prompts(points: Any = None, labels: Any = None, bboxes: Any = None) -> Prompts:
+    """Ultralytics-style prompts -> `Prompts` for B objects (see the module docstring for the rules).
+
+    Returns points (B, N, 2) float64 and labels (B, N) int64 (or None), boxes (B, 4) xyxy float64 (or None),
+    all in original-image pixels; `Prompts.empty` when nothing was given. Raises `PromptError` (a ValueError)
+    naming the shapes when they do not fit together.
+    """
+    prompts = Prompts()
+    if points is None and labels is not None:
+        raise PromptError("labels were given without points: pass points=[x, y] (or a list of points) with them")
+    if points is not None:
+        prompts.points, prompts.labels = _points(points, labels)
+    if bboxes is not None:
+        prompts.boxes = _boxes(bboxes)
+    if prompts.points is not None and prompts.boxes is not None:
+        nb, np_ = prompts.boxes.shape[0], prompts.points.shape[0]
+        if nb != np_:
+            if np_ == 1:
+                prompts.points = np.repeat(prompts.points, nb, axis=0)
+                prompts.labels = np.repeat(prompts.labels, nb, axis=0)
+            elif nb == 1:
+                prompts.boxes = np.repeat(prompts.boxes, np_, axis=0)
+            else:
+                raise PromptError(f"{nb} bboxes and {np_} point groups (points shape {prompts.points.shape}): give "
+                                  "one box per object, one point group per object, or a single one of either")
+    return prompts
+
+
+def check_prompts_inside(prompts: Prompts, height: int, width: int) -> None:
+    """Points must lie in the image and boxes must overlap it (pixels of the original image)."""
+    if prompts.points is not None:
+        pts = prompts.points
+        outside = (pts[..., 0] < 0) | (pts[..., 0] > width) | (pts[..., 1] < 0) | (pts[..., 1] > height)
+        if outside.any():
+            bad = [round(v, 2) for v in pts[outside][0].tolist()]
+            raise PromptError(f"point {bad} is outside the image, which is {width}x{height} pixels (x from 0 to "
+                              f"{width}, y from 0 to {height}); points are [x, y] pixels of the original image")
+    if prompts.boxes is not None:
+        b = prompts.boxes
+        off = (b[:, 2] < 0) | (b[:, 0] > width) | (b[:, 3] < 0) | (b[:, 1] > height)
+        if off.any():
+            raise PromptError(f"box {b[off][0].tolist()} lies entirely outside the image ({width}x{height} pixels); "
+                              "boxes are [x1, y1, x2, y2] pixels of the original image")
