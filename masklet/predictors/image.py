@@ -169,7 +169,11 @@ class ImagePredictor:
         out_masks, iou, low = self.predict_tensors(index, points, labels, boxes, masks, multimask_output,
                                                    return_logits)
         single = out_masks.shape[0] == 1
-        convert = (lambda t: t[0].float().cpu().numpy()) if single else (lambda t: t.float().cpu().numpy())
+
+        def convert(t: torch.Tensor) -> np.ndarray:
+            t = t if t.dtype == torch.bool else t.float()
+            return (t[0] if single else t).cpu().numpy()
+
         return convert(out_masks), convert(iou), convert(low)
 
     def model_mask_input_size(self) -> tuple[int, int]:
