@@ -101,7 +101,7 @@ def test_missing_video(model, tmp_path):
 
 
 def test_empty_folder(model, tmp_path):
-    with pytest.raises(ValueError, match="(?i)no image|empty"):
+    with pytest.raises((ValueError, FileNotFoundError), match="(?i)no image|empty"):
         VideoPredictor(model).init_state(tmp_path)
 
 

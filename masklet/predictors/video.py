@@ -516,8 +516,8 @@ class VideoPredictor:
                 continue
             self._preflight(state)
             low_res = self._track_frame_all(state, frame_idx, reverse=False)
-            yield frame_idx, state.obj_ids, self._to_video_res(state, low_res)
             self._forget_unreachable(state, frame_idx)
+            yield frame_idx, state.obj_ids, self._to_video_res(state, low_res)
 
     def _forget_unreachable(self, state: VideoState, frame_idx: int) -> None:
         keep_memory = self.model.num_maskmem - 1
