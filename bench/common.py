@@ -1,0 +1,470 @@
+"""Shared pieces of the benchmark scripts: options, machine info, shared files, models, timing and memory.
+
+Every script prints exactly one JSON object on stdout (progress goes to stderr), so results can be piped
+into files and compared across machines. Sizes are in MB = 1e6 bytes, the unit of the reference numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1e6
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REFERENCE_CHECKPOINT = "sam2.1_hiera_t_random.pt"
+# what `--models all` compares: one of each size of SAM 2.1 and the two SAM 1 encoders people pick for speed
+ALL_MODELS = ["sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "sam_vit_b", "mobile_sam_vit_t"]
+
+
+def log(*parts: Any) -> None:
+    """Progress on stderr: stdout is reserved for the JSON result."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- shared files
+def reference_dir() -> Path:
+    return Path(os.environ.get("MASKLET_REFERENCE", ROOT.parent / "shared" / "reference"))
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("MASKLET_DATA", ROOT.parent / "shared" / "data"))
+
+
+def data_file(name: str) -> Path:
+    """A file of the shared data folder; a clear error naming the env variable when it is missing."""
+    path = data_dir() / name
+    if not path.exists():
+        raise SystemExit(f"error: {path} not found (set MASKLET_DATA to the shared/data folder, or pass the path)")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- options
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout; shows defaults except None (those depend on --quick and say so)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """Options every script takes. Defaults of None are filled by `fill_defaults` (normal vs --quick)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help="'reference' (the shared random tiny checkpoint sam2.1_hiera_t_random.pt), a checkpoint "
+                             "path (.pt/.pth), or a variant name for random weights (sam2.1_hiera_l, sam_vit_b, "
+                             "mobile_sam_vit_t, sam2_test, ...). Default: reference (sam2_test with --quick)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES), help="precision of the model")
+    parser.add_argument("--precision", default="cast", choices=["cast", "autocast"],
+                        help="how --dtype is applied: 'cast' = model.to(dtype); 'autocast' = float32 weights run "
+                             "under torch.autocast (the predictors' dtype= option)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile model.image_encoder and model.memory_attention (eager fallback)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--output", default=None, help="also write the JSON result to this file")
+    return parser
+
+
+def fill_defaults(args: argparse.Namespace, normal: dict[str, Any], quick: dict[str, Any]) -> argparse.Namespace:
+    """Options left at None take the normal or the --quick default; options given explicitly always win."""
+    defaults = {"model": "reference", **normal}
+    if args.quick:
+        defaults.update({"model": "sam2_test", **quick})
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Apply threads and seed; resolve and check the device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False (CPU build or no GPU)")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    args.device = str(device)  # the JSON records what ran, not what was asked
+    return device
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of the run, as given after defaults were filled (goes into the JSON)."""
+    return {k: v for k, v in vars(args).items() if k != "output"}
+
+
+# ---------------------------------------------------------------------------------------------- machine
+def _cpu_name() -> str:
+    name = platform.processor()
+    # platform.processor() is just "x86_64" (or empty) on Linux; the model name is in /proc/cpuinfo
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    return name or platform.machine()
+
+
+def _total_ram_gb() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    return None
+
+
+def machine_info(device: torch.device, dtype: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # a busy machine skews timings
+        "ram_gb": _total_ram_gb(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "device": str(device),
+        "dtype": dtype,
+        "device_name": _cpu_name(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(), gpu_memory_gb=props.total_memory / 1e9,
+                    gpu_capability=f"{props.major}.{props.minor}")
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- models
+def _random_weights_module() -> Any | None:
+    path = reference_dir() / "random_weights.py"
+    if not path.exists():
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("masklet_bench_random_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def random_model(variant: str, seed: int) -> tuple[nn.Module, str]:
+    """A model of `variant` with random weights drawn like the reference fixtures' (fan-in scaled normals, the
+    object-score bias raised so video objects stay present and tracking exercises the memory path)."""
+    from masklet.models.build import build_model
+
+    model = build_model(variant)
+    module = _random_weights_module()
+    if module is None:
+        return model, "random (PyTorch default init; random_weights.py not found)"
+    entries = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    state = module.build(entries, seed, 3.0)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    del state
+    return model, f"random (reference scheme, seed {seed})"
+
+
+def load_bench_model(spec: str, device: torch.device, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """The model named by --model, in float32 on `device`, with a description for the JSON."""
+    from masklet.models.build import load_model
+
+    t0 = time.perf_counter()
+    if spec in ("reference", "ref"):
+        path = reference_dir() / REFERENCE_CHECKPOINT
+        if path.exists():
+            model, weights = load_model(path), f"reference checkpoint {path.name}"
+        else:
+            log(f"warning: {path} not found (set MASKLET_REFERENCE); using random sam2.1_hiera_t weights")
+            model, weights = random_model("sam2.1_hiera_t", seed)
+    elif Path(spec).exists():
+        model, weights = load_model(spec), f"checkpoint {spec}"
+    elif spec.endswith((".pt", ".pth")) and ("/" in spec or os.sep in spec):
+        raise SystemExit(f"error: checkpoint not found: {spec}")
+    else:
+        if spec.endswith((".pt", ".pth")):
+            log(f"warning: no file {spec}; timing random weights of the variant it names")
+        model, weights = random_model(spec, seed)
+    model = model.to(device).eval()
+    params = sum(p.numel() for p in model.parameters())
+    info = {
+        "spec": spec,
+        "variant": model.config.name,
+        "family": model.family,
+        "weights": weights,
+        "params_m": params / 1e6,
+        "checkpoint_mb_fp32": params * 4 / MB,  # what a float32 checkpoint of these weights weighs
+        "native_imgsz": model.config.image_size,
+        "load_s": time.perf_counter() - t0,
+    }
+    return model, info
+
+
+def free_model(model: nn.Module | None) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def error_text(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+def apply_precision(model: nn.Module, dtype_name: str, mode: str) -> dict[str, Any]:
+    """Put the model in the requested precision. Cast failures are reported per component, not raised: a
+    component that cannot hold the dtype stays float32 and the JSON says so."""
+    info: dict[str, Any] = {"dtype": dtype_name, "mode": mode}
+    dtype = DTYPES[dtype_name]
+    if dtype == torch.float32 or mode == "autocast":
+        return info
+    try:
+        model.to(dtype)
+    except Exception as exc:  # noqa: BLE001 - reported, then each part is tried on its own
+        info["cast_error"] = error_text(exc)
+        failed = {}
+        for name, child in model.named_children():
+            try:
+                child.to(dtype)
+            except Exception as child_exc:  # noqa: BLE001
+                failed[name] = error_text(child_exc)
+        info["cast_failed_components"] = failed
+    return info
+
+
+def autocast_dtype(args: argparse.Namespace) -> torch.dtype | None:
+    """The dtype the predictors should autocast to (None when the weights were cast instead)."""
+    return DTYPES[args.dtype] if args.precision == "autocast" else None
+
+
+def autocast_context(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(args)
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Compiler:
+    """torch.compile the image encoder and memory attention, going back to eager when compiling fails.
+
+    Compilation happens lazily at the first call, so failures (no C++ compiler, an unsupported op) surface
+    there: `guard` runs a first call and restores the eager modules on error, keeping the reason for the JSON.
+    """
+
+    COMPONENTS = ("image_encoder", "memory_attention")
+
+    def __init__(self, model: nn.Module, enabled: bool) -> None:
+        self.model = model
+        self.originals: dict[str, nn.Module] = {}
+        self.info: dict[str, Any] = {"requested": enabled, "used": False, "components": {}}
+        if not enabled:
+            return
+        if not hasattr(torch, "compile"):
+            self.info["error"] = "torch.compile is not available in this torch build"
+            return
+        for name in self.COMPONENTS:
+            module = getattr(model, name, None)
+            if module is None:
+                self.info["components"][name] = "not in this model"
+                continue
+            try:
+                setattr(model, name, torch.compile(module))
+                self.originals[name] = module
+                self.info["components"][name] = "compiled"
+            except Exception as exc:  # noqa: BLE001
+                self.info["components"][name] = f"failed: {error_text(exc)}"
+        self.info["used"] = bool(self.originals)
+
+    def restore(self, reason: BaseException) -> None:
+        for name, module in self.originals.items():
+            setattr(self.model, name, module)
+            self.info["components"][name] = "eager (compiled call failed)"
+        self.originals.clear()
+        self.info.update(used=False, error=error_text(reason))
+        log(f"torch.compile failed, running eager: {error_text(reason)}")
+
+    def guard(self, fn: Callable[[], Any]) -> Any:
+        """fn() with the compiled modules; on failure, fn() again eagerly."""
+        if not self.originals:
+            return fn()
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - any compile-time error means eager fallback
+            self.restore(exc)
+            return fn()
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize(times: list[float]) -> dict[str, Any]:
+    """Statistics of a list of seconds. The median is the number to quote on a shared machine."""
+    if not times:
+        return {"n": 0}
+    return {
+        "n": len(times),
+        "mean_s": statistics.fmean(times),
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
+    }
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, warmup: int = 1, repeats: int = 5) -> dict[str, Any]:
+    """Run fn `warmup` times untimed, then `repeats` timed calls (GPU work finished inside each timing)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return summarize(times)
+
+
+def timed_iter(iterator: Iterator[Any], device: torch.device) -> Iterator[tuple[float, Any]]:
+    """(seconds, item) for each item: the work a generator does to produce each one."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        synchronize(device)
+        yield time.perf_counter() - t0, item
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def _proc_status() -> dict[str, float]:
+    values: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024 / MB  # the kernel reports kB
+    return values
+
+
+def memory_snapshot(device: torch.device | None = None) -> dict[str, Any]:
+    """Current and peak resident memory of this process (and CUDA allocator stats on a GPU).
+
+    VmRSS/VmHWM come from /proc (Linux); ru_maxrss is the portable peak (kB on Linux, bytes on macOS).
+    """
+    status = _proc_status()
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    snap: dict[str, Any] = {
+        "rss_mb": status.get("VmRSS"),
+        "peak_rss_mb": status.get("VmHWM"),
+        "ru_maxrss_mb": maxrss / MB if sys.platform == "darwin" else maxrss * 1024 / MB,
+    }
+    if snap["peak_rss_mb"] is None:
+        snap["peak_rss_mb"] = snap["ru_maxrss_mb"]
+    if device is not None and device.type == "cuda":
+        snap.update(cuda_allocated_mb=torch.cuda.memory_allocated(device) / MB,
+                    cuda_peak_allocated_mb=torch.cuda.max_memory_allocated(device) / MB,
+                    cuda_reserved_mb=torch.cuda.memory_reserved(device) / MB)
+    return snap
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS count (VmHWM) from the current RSS, so a later peak measures what came
+    after, not a transient before (loading a checkpoint peaks well above tracking). Linux only; ru_maxrss
+    cannot be reset."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def trim_allocator() -> bool:
+    """Hand glibc's free heap pages back to the OS (malloc_trim), so that a following RSS reading measures the
+    memory still in use rather than what the allocator happens to keep cached. False where unavailable."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): readings include cached free pages
+        return False
+    return True
+
+
+def current_rss_mb(trim: bool = False) -> float:
+    """VmRSS in MB (after `trim_allocator` if asked); falls back to the peak where /proc is missing (macOS),
+    which is only an upper bound."""
+    if trim:
+        trim_allocator()
+    status = _proc_status()
+    if "VmRSS" in status:
+        return status["VmRSS"]
+    return memory_snapshot()["ru_maxrss_mb"]
+
+
+# ---------------------------------------------------------------------------------------------- prompts, output
+def spread_points(count: int, width: int, height: int) -> list[list[float]]:
+    """`count` (x, y) points spread over a frame: centres of a grid of cells shaped like the frame, so objects
+    are distinct and prompts do not all land on one region."""
+    cols = max(1, math.ceil(math.sqrt(count * width / height)))
+    rows = math.ceil(count / cols)
+    points = []
+    for k in range(count):
+        r, c = divmod(k, cols)
+        points.append([(c + 0.5) * width / cols, (r + 0.5) * height / rows])
+    return points
+
+
+def _rounded(value: Any) -> Any:
+    # 5 significant digits: enough for timings, keeps the JSON readable
+    if isinstance(value, float):
+        return float(f"{value:.5g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return _rounded(value.item())
+    if isinstance(value, (torch.dtype, torch.device, Path)):
+        return str(value)
+    return value
+
+
+def emit(result: dict[str, Any], output: str | None = None) -> None:
+    """Print the result as one JSON object on stdout (and write it to `output`)."""
+    text = json.dumps(_rounded(result), indent=2)
+    print(text, flush=True)
+    if output:
+        Path(output).write_text(text + "\n")

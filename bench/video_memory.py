@@ -1,0 +1,236 @@
+"""Video RAM: flat peak RSS over a long stream, and the interactive API's RAM per frame.
+
+    python bench/video_memory.py                          # 1000 streamed frames at 256 px + 30 interactive at 1024
+    python bench/video_memory.py --part stream --frames 2000
+    python bench/video_memory.py --quick                  # smoke test (tiny test variant)
+
+Streaming: `VideoPredictor.track_stream` follows 2 objects (clicked on frame 0) over an endless generator
+that loops a real video (decoded lazily, one frame at a time), at a small input size so 1000 frames take
+minutes on a CPU. Peak RSS (VmHWM, reset once the model is loaded so the load's transient does not mask
+growth) after frame --check-at (100) and after --frames (1000) must be within --tolerance (10%): the stream
+keeps only the memories attention can still reach.
+
+Interactive: `init_state` on the video file (frames decoded on demand) and `propagate_in_video` of 1 object
+over --interactive-frames frames at the model's size (1024). RSS grows with the memories kept for every
+frame; its growth per frame (least-squares slope of VmRSS after --interactive-warmup frames, once the
+bounded frame cache is full) must stay below the reference's 12.6 MB per frame: the reference holds every
+frame as a float32 3x1024x1024 tensor (12.6 MB) besides its memories. The exact bytes the predictor keeps
+per frame are reported too, free of allocator noise.
+
+The stream runs first: the interactive part at 1024 px would otherwise set the peak the stream is judged by.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common
+
+REFERENCE_MB_PER_FRAME = 12.6  # 3 * 1024 * 1024 float32 values per frame, held by the reference video loader
+
+
+def looping_frames(video: str) -> Iterator[np.ndarray]:
+    """The video's frames over and over, decoded one at a time (never a list of frames)."""
+    from masklet.data.sources import iter_stream
+
+    while True:
+        count = 0
+        for frame in iter_stream(video):
+            count += 1
+            yield frame
+        if count == 0:
+            raise ValueError(f"{video} yielded no frames")
+
+
+def kept_state(state: Any) -> dict[str, Any]:
+    """What the predictor holds for its objects: frames with results, frames with memories, and their bytes."""
+    results = memories = nbytes = 0
+    for obj in state.objects:
+        for bank in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):
+            for res in bank.values():
+                results += 1
+                for t in (res.pred_masks, res.obj_ptr, res.object_score_logits, res.memory):
+                    if t is not None:
+                        nbytes += t.numel() * t.element_size()
+                memories += res.memory is not None
+    return {"objects": len(state.objects), "frame_results": results, "memories": memories,
+            "tensor_mb": nbytes / common.MB, "feature_cache_frames": len(state.feature_cache)}
+
+
+def stream_part(model: Any, video: str, args: Any, device: torch.device) -> dict[str, Any]:
+    from masklet.predictors.video import ObjectPrompt, VideoPredictor
+
+    model.set_image_size(args.imgsz)
+    predictor = VideoPredictor(model, dtype=common.autocast_dtype(args))
+    common.trim_allocator()
+    # the peaks compared are the stream's own: loading the checkpoint peaks higher and would hide growth
+    peak_reset = common.reset_peak_rss()
+    frames = looping_frames(video)
+    first = next(frames)
+    height, width = first.shape[:2]
+    prompts = {0: [ObjectPrompt(k + 1, points=[p], labels=[1])
+                   for k, p in enumerate(common.spread_points(args.objects, width, height))]}
+    out: dict[str, Any] = {"imgsz": args.imgsz, "objects": args.objects, "frames": args.frames,
+                           "check_at": args.check_at, "video_size": [width, height], "peak_reset": peak_reset,
+                           "rss_mb_before": common.current_rss_mb(), "samples": []}
+    stream = predictor.track_stream(itertools.chain([first], frames), prompts=prompts)
+    t_start = t_check = time.perf_counter()
+    try:
+        for frame_idx, _, masks in stream:
+            del masks  # a consumer that keeps nothing: what is left is the predictor's own RAM
+            done = frame_idx + 1
+            if done % args.sample_every == 0 or done in (args.check_at, args.frames):
+                common.synchronize(device)
+                if args.malloc_trim:
+                    common.trim_allocator()  # steadier current-RSS readings; the peak (VmHWM) is unaffected
+                snap = {"frame": done, **common.memory_snapshot(device)}
+                out["samples"].append(snap)
+                common.log(f"[stream] frame {done}: rss {snap['rss_mb']:.1f} MB, peak {snap['peak_rss_mb']:.1f} MB, "
+                           f"{(time.perf_counter() - t_start) / done:.3f} s/frame")
+                if done == args.check_at:
+                    out["at_check"], t_check = snap, time.perf_counter()
+            if done == args.frames:
+                out["at_end"] = out["samples"][-1]
+                break
+    except Exception as exc:  # noqa: BLE001 - e.g. a bfloat16 dtype mismatch: report it in the JSON
+        out["error"] = common.error_text(exc)
+        return out
+    finally:
+        stream.close()
+        frames.close()
+    elapsed = time.perf_counter() - t_start
+    out["s_per_frame"] = elapsed / args.frames
+    out["s_per_frame_after_check"] = (time.perf_counter() - t_check) / max(1, args.frames - args.check_at)
+    out["kept_at_end"] = kept_state(predictor.stream_state)
+    first_snap, last_snap = out["at_check"], out["at_end"]
+    peak_ratio = last_snap["peak_rss_mb"] / first_snap["peak_rss_mb"]
+    rss_ratio = last_snap["rss_mb"] / first_snap["rss_mb"] if first_snap["rss_mb"] else None
+    out.update(peak_rss_mb_at_check=first_snap["peak_rss_mb"], peak_rss_mb_at_end=last_snap["peak_rss_mb"],
+               rss_mb_at_check=first_snap["rss_mb"], rss_mb_at_end=last_snap["rss_mb"],
+               peak_ratio=peak_ratio, rss_ratio=rss_ratio, tolerance=args.tolerance,
+               passed=abs(peak_ratio - 1) <= args.tolerance,
+               rss_passed=rss_ratio is not None and abs(rss_ratio - 1) <= args.tolerance)
+    return out
+
+
+def interactive_part(model: Any, video: str, native: int, args: Any, device: torch.device) -> dict[str, Any]:
+    from masklet.predictors.video import VideoPredictor
+
+    imgsz = args.interactive_imgsz or native
+    model.set_image_size(imgsz)
+    predictor = VideoPredictor(model, dtype=common.autocast_dtype(args))
+    state = predictor.init_state(video)
+    frames = min(args.interactive_frames, state.num_frames)
+    out: dict[str, Any] = {"imgsz": imgsz, "objects": args.interactive_objects, "frames": frames,
+                           "warmup_frames": args.interactive_warmup, "video_frames": state.num_frames}
+    rss: list[float] = []
+    times: list[float] = []
+    try:
+        for k, p in enumerate(common.spread_points(args.interactive_objects, state.video_width, state.video_height)):
+            predictor.add_new_points_or_box(state, 0, k + 1, points=[p], labels=[1])
+        out["rss_mb_before"] = common.current_rss_mb(trim=args.malloc_trim)
+        propagation = predictor.propagate_in_video(state, 0, max_frame_num_to_track=frames - 1, progress=False)
+        for seconds, (_, _, masks) in common.timed_iter(propagation, device):
+            del masks
+            times.append(seconds)
+            rss.append(common.current_rss_mb(trim=args.malloc_trim))
+            if len(rss) % 5 == 0:
+                common.log(f"[interactive] frame {len(rss)}: rss {rss[-1]:.1f} MB, {seconds:.2f} s")
+    except Exception as exc:  # noqa: BLE001
+        out["error"] = common.error_text(exc)
+        return out
+    finally:
+        kept = kept_state(state)
+        if state.frames is not None:
+            state.frames.close()
+    out.update(rss_mb=rss, s_per_frame=common.summarize(times[1:]).get("median_s"), kept=kept,
+               state_mb_per_frame=kept["tensor_mb"] / max(1, len(rss)))
+    x = np.arange(len(rss))[args.interactive_warmup:]
+    y = np.asarray(rss)[args.interactive_warmup:]
+    if len(x) >= 2:
+        slope = float(np.polyfit(x, y, 1)[0])
+        out.update(mb_per_frame=slope, mb_per_frame_endpoints=float((y[-1] - y[0]) / (x[-1] - x[0])),
+                   fitted_frames=len(x), reference_mb_per_frame=args.reference_mb_per_frame,
+                   passed=slope < args.reference_mb_per_frame)
+    else:
+        out["error"] = (f"too few frames to fit: {len(rss)} tracked, {args.interactive_warmup} warm-up "
+                        "(raise --interactive-frames)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = common.common_parser(__doc__)
+    parser.add_argument("--video", default=None, help="video file or frame folder (default: shared "
+                        "videos/bedroom.mp4, looped for the stream)")
+    parser.add_argument("--part", choices=["both", "stream", "interactive"], default="both", help="what to run")
+    parser.add_argument("--frames", type=int, default=None, help="streamed frames (default 1000)")
+    parser.add_argument("--check-at", type=int, default=None,
+                        help="frame count of the first RSS reading (default 100; half of --frames if that is less)")
+    parser.add_argument("--imgsz", type=int, default=None, help="input side of the stream (default 256)")
+    parser.add_argument("--objects", type=int, default=2, help="objects tracked in the stream")
+    parser.add_argument("--sample-every", type=int, default=None, help="RSS readings every this many stream frames")
+    parser.add_argument("--tolerance", type=float, default=0.10, help="allowed relative change of peak RSS")
+    parser.add_argument("--interactive-frames", type=int, default=None, help="frames propagated (default 30)")
+    parser.add_argument("--interactive-warmup", type=int, default=None,
+                        help="first frames left out of the RSS fit (default 10: the frame cache fills meanwhile)")
+    parser.add_argument("--interactive-imgsz", type=int, default=None, help="default: the model's (1024)")
+    parser.add_argument("--interactive-objects", type=int, default=1, help="objects propagated")
+    parser.add_argument("--no-malloc-trim", dest="malloc_trim", action="store_false",
+                        help="read RSS without first returning the allocator's free pages to the OS (noisier: "
+                             "transient buffers of a 1024 px frame come and go by tens of MB)")
+    parser.add_argument("--reference-mb-per-frame", type=float, default=REFERENCE_MB_PER_FRAME,
+                        help="the limit: the reference predictor's RAM per frame")
+    args = parser.parse_args(argv)
+    common.fill_defaults(
+        args, normal={"frames": 1000, "check_at": 100, "imgsz": 256, "sample_every": 50, "interactive_frames": 30,
+                      "interactive_warmup": 10},
+        quick={"frames": 6, "imgsz": 256, "sample_every": 1, "interactive_frames": 4, "interactive_warmup": 1})
+    if args.check_at is None or args.check_at >= args.frames:
+        args.check_at = max(1, args.frames // 2)
+    video = args.video or str(common.data_file("videos/bedroom.mp4"))
+    device = common.setup(args)
+
+    model, info = common.load_bench_model(args.model, device, args.seed)
+    if model.family != "sam2":
+        raise SystemExit(f"error: video tracking needs a SAM 2 model, {args.model} is {model.family}")
+    result: dict[str, Any] = {
+        "benchmark": "video_memory",
+        "machine": common.machine_info(device, args.dtype),
+        "settings": common.settings(args),
+        "model": info,
+        "precision": common.apply_precision(model, args.dtype, args.precision),
+        "video": video,
+        "memory_after_load": common.memory_snapshot(device),
+    }
+    compiler = common.Compiler(model, args.compile)
+    result["compile"] = compiler.info
+    if args.part in ("both", "stream"):
+        common.log(f"[stream] {args.frames} frames at {args.imgsz} px")
+        result["stream"] = compiler.guard(lambda: _raise_on_error(stream_part(model, video, args, device), compiler))
+    if args.part in ("both", "interactive"):
+        common.log(f"[interactive] {args.interactive_frames} frames")
+        result["interactive"] = compiler.guard(
+            lambda: _raise_on_error(interactive_part(model, video, info["native_imgsz"], args, device), compiler))
+    result["passed"] = all(result[p].get("passed", False) for p in ("stream", "interactive") if p in result)
+    result["memory"] = common.memory_snapshot(device)
+    common.emit(result, args.output)
+    return result
+
+
+def _raise_on_error(part: dict[str, Any], compiler: common.Compiler) -> dict[str, Any]:
+    # with compiled modules an error may be a compile failure: raise it so the guard retries eagerly
+    if "error" in part and compiler.originals:
+        raise RuntimeError(part["error"])
+    return part
+
+
+if __name__ == "__main__":
+    main()

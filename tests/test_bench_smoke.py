@@ -1,0 +1,83 @@
+"""Smoke test of the benchmark scripts: each runs with --quick on the tiny test variant and prints one JSON
+object with the keys the issue asks for. Numbers are not checked (they depend on the machine)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, data_file
+
+# one thread: on a busy shared CPU, OpenMP threads waiting on each other make tiny models 10x slower
+COMMON = ["--quick", "--model", "sam2_test", "--device", "cpu", "--threads", "1"]
+
+
+SCRIPTS = {
+    "encode.py": ["--imgsz", "128"],
+    "decode.py": ["--points", "3", "--boxes", "2"],
+    "video.py": ["--frames", "3", "--objects", "1", "3"],
+    "video_memory.py": ["--frames", "5", "--interactive-frames", "4"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """All four scripts started at once: most of each run is importing torch, which overlaps well."""
+    data_file("images/truck.jpg")
+    data_file("videos/bedroom.mp4")
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "bench" / name), *COMMON, *extra], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, extra in SCRIPTS.items()}
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def run_bench(runs: dict, script: str) -> dict:
+    proc = runs[script]
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"{script} failed:\n{stderr[-3000:]}"
+    result = json.loads(stdout)  # stdout must be exactly one JSON object
+    assert {"benchmark", "machine", "settings"} <= set(result)
+    assert {"torch", "device", "device_name", "cpu_count", "torch_threads", "dtype"} <= set(result["machine"])
+    return result
+
+
+def test_encode(runs):
+    result = run_bench(runs, "encode.py")
+    (row,) = result["results"]
+    assert "error" not in row, row.get("error")
+    assert {"params_m", "checkpoint_mb_fp32", "encode_s", "gflops", "gflops_per_s", "compile"} <= set(row)
+    assert row["imgsz"] == 128 and row["gflops"] > 0 and row["encode_s"] > 0
+
+
+def test_decode(runs):
+    result = run_bench(runs, "decode.py")
+    assert set(result["cases"]) == {"point_1", "points_3", "boxes_2"}
+    for case in result["cases"].values():
+        assert {"predict_ms", "predict_tensors_ms", "decoder_ms"} <= set(case), case
+    assert result["cases"]["points_3"]["prompts"] == 3
+    assert result["set_image_s"] > 0
+
+
+def test_video(runs):
+    result = run_bench(runs, "video.py")
+    for mode in ("batched", "sequential"):
+        runs = result["runs"][mode]
+        assert [r["objects"] for r in runs] == [1, 3]
+        assert all("error" not in r and r["s_per_frame"] > 0 and r["frames"] == 3 for r in runs), runs
+        assert result["summary"][mode]["ratio_3_to_1"] > 0
+    assert result["memory"]["peak_rss_mb"] > 0
+
+
+def test_video_memory(runs):
+    result = run_bench(runs, "video_memory.py")
+    stream, interactive = result["stream"], result["interactive"]
+    assert "error" not in stream and "error" not in interactive, (stream.get("error"), interactive.get("error"))
+    assert {"peak_rss_mb_at_check", "peak_rss_mb_at_end", "peak_ratio", "passed"} <= set(stream)
+    assert stream["at_end"]["frame"] == 5 and stream["kept_at_end"]["objects"] == 2
+    assert {"mb_per_frame", "reference_mb_per_frame", "state_mb_per_frame", "passed"} <= set(interactive)
+    assert len(interactive["rss_mb"]) == 4
