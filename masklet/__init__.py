@@ -20,6 +20,7 @@ _LAZY = {
     "Results": "masklet.api.results",
     "build_model": "masklet.models.build",
     "load_model": "masklet.models.build",
+    "compile_model": "masklet.models.build",
     "ImagePredictor": "masklet.predictors.image",
     "VideoPredictor": "masklet.predictors.video",
     "AutomaticMaskGenerator": "masklet.predictors.everything",

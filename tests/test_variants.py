@@ -89,3 +89,25 @@ def test_mismatched_variant(tmp_path):
     sd = _tiny_model().state_dict()
     with pytest.raises(ValueError, match="does not match variant"):
         load_model(sd, variant="sam2.1_hiera_t")
+
+
+def test_compile_falls_back_to_eager(monkeypatch):
+    from masklet.models.build import compile_model
+
+    model = _tiny_model()
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        expected = model.encode_image(x).embed
+
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    status = compile_model(model)
+    assert status == {"image_encoder": "compiled", "memory_attention": "compiled"}
+    with pytest.warns(UserWarning, match="running it eagerly"), torch.no_grad():
+        got = model.encode_image(x).embed
+    assert torch.equal(got, expected)
+    assert set(model.state_dict()) == set(_tiny_model().state_dict())

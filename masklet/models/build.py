@@ -107,3 +107,40 @@ def load_model(checkpoint: Union[str, Path, dict], variant: str | None = None,
     converted = {k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}
     model.load_state_dict(converted, strict=True)
     return model.to(device).eval()
+
+
+def compile_model(model: nn.Module, components: tuple[str, ...] = ("image_encoder", "memory_attention"),
+                  **compile_kwargs: Any) -> dict[str, str]:
+    """Opt-in `torch.compile` of the expensive components, in place.
+
+    Compilation happens at a component's first call; if it fails there (no C++ compiler, an unsupported op,
+    an old torch) the component warns once and runs eagerly from then on, so enabling it never breaks
+    inference. The state_dict is unchanged. Returns {component: "compiled" | reason it is not}.
+    """
+    import warnings
+
+    status: dict[str, str] = {}
+    if not hasattr(torch, "compile"):
+        return {name: "torch.compile is not available in this torch build" for name in components}
+    for name in components:
+        module = getattr(model, name, None)
+        if module is None:
+            status[name] = "not in this model"
+            continue
+        eager = module.forward
+        compiled = torch.compile(eager, **compile_kwargs)
+        failure: list[BaseException] = []
+
+        def forward(*args: Any, _compiled=compiled, _eager=eager, _failure=failure, _name=name, **kwargs: Any):
+            if not _failure:
+                try:
+                    return _compiled(*args, **kwargs)
+                except Exception as exc:  # any compile-time failure means eager from now on
+                    _failure.append(exc)
+                    warnings.warn(f"torch.compile of {_name} failed, running it eagerly: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", stacklevel=2)
+            return _eager(*args, **kwargs)
+
+        module.forward = forward
+        status[name] = "compiled"
+    return status
