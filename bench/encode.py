@@ -54,7 +54,11 @@ def bench_model(spec: str, args: Any, device: torch.device) -> dict[str, Any]:
     common.log(f"[encode] {spec}: loading")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # each row's GPU peak is its own model's
-    model, info = common.load_bench_model(spec, device, args.seed)
+    try:
+        model, info = common.load_bench_model(spec, device, args.seed)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - one bad name must not lose the other rows
+        common.log(f"[encode] {spec}: {exc}")
+        return {"model": spec, "error": common.error_text(exc)}
     row: dict[str, Any] = {"model": spec, **info}
     try:
         imgsz = args.imgsz or info["native_imgsz"]
@@ -115,16 +119,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.image is None:
         args.image = str(common.data_file("images/truck.jpg"))
     device = common.setup(args)
-    specs = args.models or [args.model]
-    if specs == ["all"]:
-        specs = list(common.ALL_MODELS)
+    specs = [name for spec in (args.models or [args.model])
+             for name in (common.ALL_MODELS if spec == "all" else [spec])]
 
     rows = [bench_model(spec, args, device) for spec in specs]
     common.log(f"{'model':<22}{'params M':>10}{'ckpt MB':>10}{'s/img':>10}{'GFLOPs':>10}{'GFLOP/s':>10}")
+    nan = float("nan")
     for r in rows:
-        common.log(f"{r['model']:<22}{r['params_m']:>10.2f}{r['checkpoint_mb_fp32']:>10.1f}"
-                   f"{r.get('encode_s', float('nan')):>10.4f}{r.get('gflops', float('nan')):>10.1f}"
-                   f"{r.get('gflops_per_s', float('nan')):>10.1f}")
+        common.log(f"{r['model']:<22}{r.get('params_m', nan):>10.2f}{r.get('checkpoint_mb_fp32', nan):>10.1f}"
+                   f"{r.get('encode_s', nan):>10.4f}{r.get('gflops', nan):>10.1f}{r.get('gflops_per_s', nan):>10.1f}"
+                   + (f"  {r['error']}" if "error" in r else ""))
     result = {
         "benchmark": "encode",
         "machine": common.machine_info(device, args.dtype),
