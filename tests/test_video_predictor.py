@@ -23,7 +23,7 @@ def model():
 PROMPTS = [ObjectPrompt(1, points=[[210, 350]], labels=[1]), ObjectPrompt(2, box=[300, 0, 500, 400])]
 
 
-def interactive_masks(model, frames, batch_objects=True):
+def interactive_masks(model, frames, batch_objects=None):
     predictor = VideoPredictor(model, batch_objects=batch_objects)
     state = predictor.init_state(frames)
     for p in PROMPTS:
@@ -44,7 +44,7 @@ def test_streaming_matches_interactive(model, frames):
 
 
 def test_object_batching_matches_one_by_one(model, frames):
-    batched = interactive_masks(model, frames[:6])
+    batched = interactive_masks(model, frames[:6], batch_objects=True)
     single = interactive_masks(model, frames[:6], batch_objects=False)
     for f in batched:
         assert torch.allclose(batched[f][1], single[f][1], atol=1e-3)
