@@ -3,7 +3,6 @@ low-resolution screening against plain upsampling."""
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import numpy as np
@@ -62,13 +61,9 @@ def _run_case(name: str, model, image):
     return _RUNS[name]
 
 
-# The crop case encodes 5 crops and decodes 128 prompts (about a minute on a 2-core CPU); it runs when
-# MASKLET_SLOW_TESTS=1 so that the file stays near a minute by default.
-SLOW = pytest.mark.skipif(os.environ.get("MASKLET_SLOW_TESTS") != "1",
-                          reason="slow (crops): set MASKLET_SLOW_TESTS=1 to run")
-
-
-@pytest.mark.parametrize("name", ["grid16", pytest.param("grid8_crop1", marks=SLOW)])
+# The crop case encodes 5 crops and decodes 128 prompts (about a minute on a 2-core CPU): worth it, it is the
+# only parity check of the crop path.
+@pytest.mark.parametrize("name", ["grid16", "grid8_crop1"])
 def test_parity_with_official(name, model, truck):
     case, records, _, _ = _run_case(name, model, truck)
     h, w = truck.shape[:2]
