@@ -131,28 +131,21 @@ def _prepare_model(model: Any, device: Any) -> tuple["nn.Module", str]:
 
 
 def _native_size(net: "nn.Module") -> int:
-    size = getattr(getattr(net, "config", None), "image_size", None)
-    return int(size if size is not None else net.input_spec.size)
+    from ..api.sam import native_size
+
+    return native_size(net)
 
 
 def _check_imgsz(net: "nn.Module", imgsz: Any) -> Optional[int]:
+    """One imgsz rule for predict and val (the SAM API's); None keeps the model's size."""
     if imgsz is None:
         return None
-    if isinstance(imgsz, (list, tuple)) and (len(imgsz) == 1 or len(imgsz) == 2 and imgsz[0] == imgsz[1]):
-        imgsz = imgsz[0]
-    if isinstance(imgsz, float) and imgsz.is_integer():
-        imgsz = int(imgsz)
-    if isinstance(imgsz, bool) or not isinstance(imgsz, (int, np.integer)):
-        raise ValueError(f"imgsz must be one integer such as 1024 (SAM models take square inputs), got {imgsz!r}")
-    imgsz = int(imgsz)
-    if hasattr(net, "set_image_size"):
-        if imgsz < 64 or imgsz % 64:
-            raise ValueError(f"imgsz={imgsz} is not a positive multiple of 64 (SAM 2 input sizes are multiples of 64, "
-                             f"native {_native_size(net)})")
-    elif imgsz != _native_size(net):
-        raise ValueError(f"imgsz={imgsz}: {type(net).__name__} runs only at its native size {_native_size(net)}; "
-                         "other sizes are supported by SAM 2 models")
-    return imgsz
+    from ..api.sam import check_imgsz
+
+    try:
+        return check_imgsz(net, imgsz)
+    except TypeError as exc:  # val reports every bad argument as a ValueError
+        raise ValueError(str(exc)) from None
 
 
 def _resolve_dtype(dtype: Any, device: "torch.device") -> "torch.dtype":
