@@ -90,25 +90,12 @@ _BOOL_KEYS = ("save_masks", "multimask_first", "verbose")
 # ---------------------------------------------------------------------------------------------------------------
 
 def _select_device(device: Any) -> "torch.device":
+    """The SAM API's device rule; no device means the first GPU when there is one."""
     import torch
 
-    if device is None or device == "":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        text = str(device).strip().lower().replace(" ", "")
-        if isinstance(device, int) and not isinstance(device, bool) or text.split(",")[0].isdigit():
-            dev = torch.device(f"cuda:{text.split(',')[0]}")
-        else:
-            try:
-                dev = torch.device(text)
-            except RuntimeError:
-                raise ValueError(f"device={device!r} is not a device: use cpu, cuda, cuda:N or N (a GPU "
-                                 "index)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asks for a GPU but CUDA is not available; use device=cpu")
-    return dev
+    from ..api.sam import select_device
+
+    return select_device(device, torch.device("cuda:0" if torch.cuda.is_available() else "cpu"))
 
 
 def _prepare_model(model: Any, device: Any) -> tuple["nn.Module", str]:
