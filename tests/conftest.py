@@ -84,3 +84,22 @@ def tiny_sam2(seed: int = 0, obj_bias: float = 3.0):
     state = {k: v.float() if v.is_floating_point() else v for k, v in module.build(entries, seed, obj_bias).items()}
     model.load_state_dict(state)
     return model
+
+
+def write_clip(src, dst, frames: int, size=None) -> str:
+    """The first `frames` frames of a video as an mp4v file (optionally resized to size=(w, h))."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    writer = None
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        if size is not None:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        if writer is None:
+            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return str(dst)

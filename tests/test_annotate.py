@@ -10,12 +10,13 @@ import json
 import shutil
 import sys
 import types
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, reference_file, tiny_sam2
+from conftest import data_file, reference_file, tiny_sam2, write_clip
 from PIL import Image
 
 from masklet.api.annotate import (
@@ -214,20 +215,8 @@ def test_segment_everything_gives_class_zero(tiny, small):
                       verbose=False)
 
 
-def write_clip(dst, frames: int = 3, size=(320, 180)):
-    cap = cv2.VideoCapture(str(data_file("videos/bedroom.mp4")))
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
-    for _ in range(frames):
-        ok, frame = cap.read()
-        assert ok
-        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
-    writer.release()
-    cap.release()
-    return dst
-
-
 def test_video_ids_persist(tiny, tmp_path):
-    clip = write_clip(tmp_path / "clip.mp4")
+    clip = Path(write_clip(data_file("videos/bedroom.mp4"), tmp_path / "clip.mp4", 3, size=(320, 180)))
     calls = []
 
     def detector(image):

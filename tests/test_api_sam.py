@@ -10,27 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, reference_file
+from conftest import data_file, reference_file, write_clip
 
 from masklet import SAM
 from masklet.api.prompts import PromptError
-
-
-def write_clip(src, dst, frames: int, size=None) -> str:
-    """The first `frames` frames of a video as an mp4v file (optionally resized to size=(w, h))."""
-    cap = cv2.VideoCapture(str(src))
-    writer = None
-    for _ in range(frames):
-        ok, frame = cap.read()
-        assert ok
-        if size is not None:
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        if writer is None:
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, frame.shape[1::-1])
-        writer.write(frame)
-    writer.release()
-    cap.release()
-    return str(dst)
 
 
 @pytest.fixture(scope="module")
