@@ -94,7 +94,11 @@ def test_two_objects(box_results, model):
     r = model(points=[[400, 370], [900, 370]], labels=[1, 1])[0]
     assert len(r) == 2 and r.boxes.cls.tolist() == [0, 1]
     for k, xy in enumerate(([400, 370], [900, 370])):
-        assert torch.equal(r.masks.data[k], _best(model, point_coords=[xy], point_labels=[1])[0][0])
+        single = _best(model, point_coords=[xy], point_labels=[1])[0][0]
+        # two prompts decode as one batch: matrix products of another shape may round differently (seen with
+        # one thread), so a few of the 2.16 M pixels sitting on the threshold may flip
+        flipped = (r.masks.data[k] != single).sum().item()
+        assert flipped <= 20, f"object {k}: {flipped} pixels differ from the single-prompt mask"
 
 
 def test_one_object_two_points(box_results, model):

@@ -59,7 +59,16 @@ class MLPBlock(nn.Module):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product attention on (B, heads, N, C) tensors (the fused kernel where one exists)."""
+    """Scaled dot-product attention on (B, heads, N, C) tensors (the fused kernel where one exists).
+
+    A batch of 1 on either side (an image shared by B prompts, or B prompts attended by one image) is
+    broadcast to the other's batch without copying.
+    """
+    batch = max(q.shape[0], k.shape[0])
+    if q.shape[0] != batch:
+        q = q.expand(batch, -1, -1, -1)
+    if k.shape[0] != batch:
+        k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
     return F.scaled_dot_product_attention(q, k, v)
 
 

@@ -10,6 +10,12 @@ from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
 
 
+# prompts per decoder call on a CPU: this many image-token elements in total (4 prompts at 1024 px)
+CPU_DECODER_CHUNK_ELEMENTS = 4 * 256 * 64 * 64
+# rows of image tokens upscaled at a time on a CPU: this many elements per band (4 rows of 4 prompts at 1024 px)
+CPU_UPSCALE_BAND_ELEMENTS = 4 * 256 * 64 * 4
+
+
 @dataclass
 class DecoderOutput:
     """masks (B, M, 4h, 4w) logits; iou (B, M); tokens (B, M', C) output mask tokens used as object pointers;
@@ -64,8 +70,9 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
                 dense_prompt_embeddings: torch.Tensor, multimask_output: bool,
                 high_res_features: list[torch.Tensor] | None = None) -> DecoderOutput:
-        """image_embeddings (1 or B, C, h, w) — broadcast over the B prompts; sparse (B, N, C); dense (B, C, h, w)."""
-        masks, iou, mask_tokens_out, obj_logits = self._predict(
+        """image_embeddings (1 or B, C, h, w) and dense (1 or B, C, h, w) are broadcast over the B prompts; sparse
+        (B, N, C)."""
+        masks, iou, mask_tokens_out, obj_logits = self._predict_in_chunks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, high_res_features)
         if multimask_output:
             masks, iou = masks[:, 1:], iou[:, 1:]
@@ -79,6 +86,24 @@ class MaskDecoder(nn.Module):
             tokens = mask_tokens_out[:, 0:1]
         return DecoderOutput(masks, iou, tokens, obj_logits)
 
+    def _predict_in_chunks(self, image_embeddings, image_pe, sparse, dense, high_res_features):
+        # On a CPU the decoder is bound by memory traffic: each prompt carries (C, h, w) image tokens and a
+        # (C/8, 16h, 16w) upscaled map, so a large batch spills out of the caches (64 prompts at 1024 px ran
+        # 1.8x slower per prompt than 4). Decode a few prompts at a time there; GPUs take the whole batch.
+        batch = sparse.shape[0]
+        tokens_per_prompt = image_embeddings.shape[1] * image_embeddings.shape[2] * image_embeddings.shape[3]
+        chunk = max(1, CPU_DECODER_CHUNK_ELEMENTS // tokens_per_prompt)
+        if sparse.device.type != "cpu" or batch <= chunk:
+            return self._predict(image_embeddings, image_pe, sparse, dense, high_res_features)
+
+        def rows(t: torch.Tensor, start: int) -> torch.Tensor:
+            return t if t.shape[0] == 1 else t[start:start + chunk]
+
+        parts = [self._predict(rows(image_embeddings, i), image_pe, sparse[i:i + chunk], rows(dense, i),
+                               None if high_res_features is None else [rows(f, i) for f in high_res_features])
+                 for i in range(0, batch, chunk)]
+        return tuple(torch.cat(p, dim=0) for p in zip(*parts))
+
     def _predict(self, image_embeddings, image_pe, sparse, dense, high_res_features):
         weights = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
@@ -86,32 +111,47 @@ class MaskDecoder(nn.Module):
         first = 1 if self.pred_obj_scores else 0
         output_tokens = torch.cat(weights, dim=0).to(sparse.dtype)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
-        batch = tokens.shape[0]
+        # src stays (1, C, h, w) when every prompt shares it; the transformer broadcasts it over the prompts
         src = image_embeddings + dense
-        if src.shape[0] != batch:
-            src = src.expand(batch, -1, -1, -1)
-        b, c, h, w = src.shape
+        _, c, h, w = src.shape
         hs, src = self.transformer(src, image_pe, tokens)
+        b = src.shape[0]
         iou_token_out = hs[:, first, :]
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens, :]
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        if self.use_high_res_features and high_res_features is not None:
-            dc1, ln1, act1, dc2, act2 = self.output_upscaling
-            feat_s0, feat_s1 = high_res_features
-            upscaled = act1(ln1(dc1(src) + feat_s1))
-            upscaled = act2(dc2(upscaled) + feat_s0)
-        else:
-            upscaled = self.output_upscaling(src)
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
                                dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        masks = self._upscale_to_masks(src, hyper_in, high_res_features)
         iou = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
             obj_logits = self.pred_obj_score_head(hs[:, 0, :])
         else:
             obj_logits = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj_logits
+
+    def _upscale_to_masks(self, src: torch.Tensor, hyper_in: torch.Tensor,
+                          high_res_features: list[torch.Tensor] | None) -> torch.Tensor:
+        """Image tokens (B, C, h, w) and hypernetwork weights (B, M, C/8) -> mask logits (B, M, 4h, 4w)."""
+        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        feat_s0 = feat_s1 = None
+        if self.use_high_res_features and high_res_features is not None:
+            feat_s0, feat_s1 = high_res_features
+        b, c, h, w = src.shape
+        # Every step from here to the masks is per pixel or a 2x2 stride-2 transposed conv, so a band of rows of
+        # src gives the matching band of the masks. On a CPU a band stays in cache through all steps instead of
+        # each step streaming (B, C/8, 16h, 16w) maps through memory.
+        band = h if src.device.type != "cpu" else max(1, CPU_UPSCALE_BAND_ELEMENTS // (b * c * w))
+        bands = []
+        for r in range(0, h, band):
+            x = dc1(src[:, :, r:r + band])
+            if feat_s1 is not None:
+                x += feat_s1[:, :, 2 * r:2 * (r + band)]
+            x = dc2(act1(ln1(x)))
+            if feat_s0 is not None:
+                x += feat_s0[:, :, 4 * r:4 * (r + band)]
+            x = act2(x)
+            bands.append((hyper_in @ x.flatten(2)).view(b, -1, x.shape[2], x.shape[3]))
+        return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU between the masks thresholded at +delta and -delta, (B, M)."""

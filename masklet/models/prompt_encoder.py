@@ -15,7 +15,8 @@ class PromptEncoder(nn.Module):
     """Encodes prompts for the mask decoder.
 
     Points are (B, N, 2) pixel coordinates in the model input frame with (B, N) labels; boxes are (B, 4)
-    xyxy; masks are (B, 1, 4*h, 4*w) logits. Returns sparse (B, N', C) and dense (B, C, h, w) embeddings.
+    xyxy; masks are (B, 1, 4*h, 4*w) logits. Returns sparse (B, N', C) and dense (B, C, h, w) embeddings — dense is (1, C, h, w)
+    without mask input (shared by all prompts).
     """
 
     def __init__(self, embed_dim: int, image_embedding_size: tuple[int, int], input_image_size: tuple[int, int],
@@ -93,5 +94,7 @@ class PromptEncoder(nn.Module):
             dense = self.mask_downscaling(masks)
         else:
             h, w = self.image_embedding_size
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+            # one (1, C, h, w) map for every prompt: the decoder then computes the image side of its first
+            # layer once per image instead of once per prompt
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
         return sparse, dense

@@ -119,7 +119,11 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """forward(image (B, C, h, w), image_pe (B, C, h, w), tokens (B, N, C)) -> (tokens (B, N, C), image (B, hw, C))."""
+    """forward(image (1 or B, C, h, w), image_pe (1, C, h, w), tokens (B, N, C)) -> (tokens (B, N, C), image (B, hw, C)).
+
+    An image of batch 1 is shared by all B token sets: the first layer projects it once and it becomes
+    prompt-dependent only after the first image-to-token attention.
+    """
 
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
                  activation: Type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2,
