@@ -46,6 +46,16 @@ class Conv2dBN(nn.Sequential):
         self.c = nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_chans)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.bn(self.c(x))
+        # inference: BatchNorm folded into the conv, saving a pass over the (often 256x256) activation
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = self.c.weight * scale.view(-1, 1, 1, 1)
+        return F.conv2d(x, weight, bn.bias - bn.running_mean * scale, self.c.stride, self.c.padding,
+                        self.c.dilation, self.c.groups)
+
 
 class PatchEmbed(nn.Module):
     """(B, 3, H, W) -> (B, C, H/4, W/4) with two stride-2 3x3 Conv2d_BN."""
@@ -261,7 +271,10 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, out_chans, H/16, W/16) (for the MobileSAM strides)."""
-        x = self.patch_embed(x)
+        # channels-last through the convolutional stages: the strided, 1x1 and depthwise convs at 1/2 and 1/4
+        # resolution run ~2x faster on CPU than in NCHW, and the tokens of the first transformer stage come out
+        # contiguous
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         hw = (x.shape[2], x.shape[3])
         for layer in self.layers:
             x, hw = layer(x, hw)
