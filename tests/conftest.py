@@ -86,6 +86,16 @@ def tiny_sam2(seed: int = 0, obj_bias: float = 3.0):
     return model
 
 
+def small_checkpoint_home(home, name: str = "sam2.1_b.pt"):
+    """A MASKLET_HOME folder whose `name` holds random weights of the small `sam2_test` variant (256 px input):
+    segment everything decodes a 32x32 point grid, which this keeps cheap on a CPU."""
+    from masklet.models.build import build_model
+
+    torch.manual_seed(0)
+    torch.save({"model": build_model("sam2_test").state_dict()}, home / name)
+    return home
+
+
 def write_clip(src, dst, frames: int, size=None) -> str:
     """The first `frames` frames of a video as an mp4v file (optionally resized to size=(w, h))."""
     import cv2

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, reference_file, write_clip
+from conftest import data_file, reference_file, small_checkpoint_home, write_clip
 
 from masklet import SAM
 from masklet.api.prompts import PromptError
@@ -26,14 +26,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_home(tmp_path_factory):
-    """`sam2.1_b.pt` holding random weights of the small `sam2_test` variant (256 px input): segment
-    everything decodes a 32x32 point grid, which this keeps cheap on a CPU."""
-    from masklet.models.build import build_model
-
-    home = tmp_path_factory.mktemp("masklet_small_home")
-    torch.manual_seed(0)
-    torch.save({"model": build_model("sam2_test").state_dict()}, home / "sam2.1_b.pt")
-    return home
+    return small_checkpoint_home(tmp_path_factory.mktemp("masklet_small_home"))
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import sys
 
 import cv2
 import pytest
-import torch
-from conftest import ROOT, data_file, reference_file
+from conftest import ROOT, data_file, reference_file, small_checkpoint_home
 
 from masklet.cli import main, parse_value
 
@@ -25,14 +24,7 @@ def run_cli(args, home, cwd, extra_env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def small_home(tmp_path_factory):
-    """`sam2.1_b.pt` = random weights of the small sam2_test variant (256 px input): segment everything
-    decodes a 32x32 point grid, which this keeps cheap on a CPU."""
-    from masklet.models.build import build_model
-
-    home = tmp_path_factory.mktemp("cli_home")
-    torch.manual_seed(0)
-    torch.save({"model": build_model("sam2_test").state_dict()}, home / "sam2.1_b.pt")
-    return home
+    return small_checkpoint_home(tmp_path_factory.mktemp("cli_home"))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,19 @@ def digest(frame: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).hexdigest()
 
 
+def sequential_digests(path) -> list[str]:
+    """Digests of every RGB frame from one plain sequential OpenCV decode."""
+    cap = cv2.VideoCapture(str(path))
+    digests = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        digests.append(digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    cap.release()
+    return digests
+
+
 @pytest.fixture(scope="module")
 def mp4():
     return data_file("videos/bedroom.mp4")
@@ -35,15 +48,7 @@ def frames_dir():
 @pytest.fixture(scope="module")
 def mp4_digests(mp4):
     """Digests of every frame from one plain sequential OpenCV decode (the ground truth for seeking)."""
-    cap = cv2.VideoCapture(str(mp4))
-    digests = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        digests.append(digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    cap.release()
-    return digests
+    return sequential_digests(mp4)
 
 
 def wait_until(condition, timeout: float = 5.0) -> bool:
@@ -104,14 +109,7 @@ def synthetic_video(tmp_path_factory):
         frame[(i * 3) % 60:(i * 3) % 60 + 4, :, :] = 255
         writer.write(frame)
     writer.release()
-    cap = cv2.VideoCapture(str(path))
-    digests = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        digests.append(digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    cap.release()
+    digests = sequential_digests(path)
     assert len(digests) == 120
     return path, digests
 

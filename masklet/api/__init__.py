@@ -5,8 +5,9 @@ Names are imported on first use, so `import masklet.api` (and `masklet --help`) 
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from masklet._lazy import lazy_exports
 
 _EXPORTS = {
     "sam": ["SAM", "increment_path"],
@@ -14,7 +15,6 @@ _EXPORTS = {
     "results": ["Results", "Masks", "Boxes"],
     "prompts": ["normalize_prompts", "PromptError"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 # key -> (default, help). The one list of predict/track keywords: SAM.predict, SAM2VideoPredictor overrides and
 # the command line validate against it. Defaults are those of the Python API; the CLI saves by default.
@@ -56,16 +56,5 @@ PREDICT_ARGS: dict[str, tuple[Any, str]] = {
     "mode": ("predict", "accepted for Ultralytics compatibility: predict or track"),
 }
 
-__all__ = list(_WHERE) + ["PREDICT_ARGS"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+_names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = _names + ["PREDICT_ARGS"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -90,6 +90,23 @@ def _mask_confidence(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     area = masks.flatten(1).sum(1)
     total = (prob * masks).flatten(1).sum(1)
     return torch.where(area > 0, total / area.clamp(min=1), torch.zeros_like(total))
+
+T = TypeVar("T")
+
+
+def _timed(iterable: Iterable[T]) -> Iterator[tuple[T, float]]:
+    """Each item with the milliseconds spent producing it (the tracking work happens inside next())."""
+    it = iter(iterable)
+    while True:
+        timer = _Timer()
+        with timer:
+            item = next(it, _DONE)
+        if item is _DONE:
+            return
+        yield item, timer.ms
+
+
+_DONE = object()
 
 
 class SAM2VideoPredictor:
@@ -262,25 +279,15 @@ class SAM2VideoPredictor:
         path = str(frames.path) if frames.path is not None else getattr(frames, "name", "video")
         n = len(state.objects)
 
-        def timed(iterable: Iterable) -> Iterator[tuple[int, list[int], torch.Tensor, float]]:
-            it = iter(iterable)
-            while True:
-                timer = _Timer()
-                with timer:
-                    item = next(it, None)
-                if item is None:
-                    return
-                yield (*item, timer.ms)
-
         earlier = []
         if frame > 0:
             # frames before the prompted one come from a reverse pass, run first so results stay in frame order
-            for idx, ids, logits, ms in timed(self.propagate_in_video(state, frame, reverse=True, progress=False)):
+            for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, reverse=True, progress=False)):
                 if idx < frame:
                     earlier.append((idx, ids, logits.cpu(), ms))
         for idx, ids, logits, ms in reversed(earlier):
             yield self._timed_result(frames, idx, path, logits, n, ids, ms)
-        for idx, ids, logits, ms in timed(self.propagate_in_video(state, frame, progress=False)):
+        for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, progress=False)):
             yield self._timed_result(frames, idx, path, logits, n, ids, ms)
 
     def _timed_result(self, frames: _FrameSubset, idx: int, path: str, logits: torch.Tensor, n: int,
@@ -318,19 +325,12 @@ class SAM2VideoPredictor:
         path = source if isinstance(source, (str, Path)) else f"stream{source}" if isinstance(source, int) \
             else "stream"
         n = len(object_prompts)
-        it = self.video_predictor.track_stream(subset(), prompts=initial)
-        while True:
-            timer = _Timer()
-            with timer:
-                item = next(it, None)
-            if item is None:
-                return
-            _, ids, logits = item
+        for (_, ids, logits), ms in _timed(self.video_predictor.track_stream(subset(), prompts=initial)):
             post = _Timer()
             with post:
                 result = self._results(current["image"], str(path), current["index"], logits, n, ids)
-            result.speed = {"preprocess": 0.0, "inference": timer.ms, "postprocess": post.ms}
-            yield result, 0.0, timer.ms
+            result.speed = {"preprocess": 0.0, "inference": ms, "postprocess": post.ms}
+            yield result, 0.0, ms
 
     def _emit(self, run: Iterator[tuple[Results, float, float]], writer: RunWriter | None, args: dict[str, Any],
               size: int, num_objects: int) -> Iterator[Results]:

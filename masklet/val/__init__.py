@@ -7,8 +7,7 @@ Names are resolved lazily so that importing `masklet.val` does not import torch,
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from masklet._lazy import lazy_exports
 
 _EXPORTS = {
     "metrics": ["region_similarity", "boundary_f_measure", "boundary_precision_recall", "boundary_map", "disk",
@@ -21,18 +20,6 @@ _EXPORTS = {
                "write_interactive_report", "plot_miou_curve", "VOS_COLUMNS"],
     "runner": ["run", "val_cli", "click_session", "VAL_KEYS", "VAL_HELP"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [name for names in _EXPORTS.values() for name in names]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+_names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = _names
