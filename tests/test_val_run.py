@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import data_file, tiny_sam2
 from PIL import Image
 
 import masklet.predictors.image as image_module
@@ -17,8 +18,6 @@ from masklet.val import run, val_cli
 from masklet.val.datasets import read_palette_png, write_palette_png
 from masklet.val.metrics import region_similarity
 from masklet.val.runner import click_session
-
-from conftest import data_file, tiny_sam2
 
 W, H = 240, 135  # the 960x540 bedroom frames at a quarter of their size: cheap to track and score
 VIDEOS = {"alpha": (0, 4), "beta": (20, 4)}  # name -> (first bedroom frame, number of frames)

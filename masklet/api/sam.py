@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.preprocess import resized_hw
+from ..predictors.precision import resolve_dtype
 from ..predictors.prompts import Prompts, official_prompts, to_model_frame
 from . import PREDICT_ARGS
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
@@ -391,7 +392,8 @@ class SAM:
                 exist_ok: bool = False, verbose: bool = True, vid_stride: int = 1, max_frames: int | None = None,
                 show_labels: bool = True, show_conf: bool = True, show_boxes: bool = True,
                 line_width: float | None = None, retina_masks: bool = True, task: str = "segment",
-                mode: str = "predict", **everything_kwargs: Any) -> list[Results] | Iterator[Results]:
+                mode: str = "predict", half: bool = False, dtype: Any = None,
+                **everything_kwargs: Any) -> list[Results] | Iterator[Results]:
         """Segment the images / frames of `source`: with prompts one mask per object, without any prompt every
         object (segment everything, SAM's automatic mask generator).
 
@@ -402,6 +404,8 @@ class SAM:
         bboxes (4,) / (B, 4) xyxy; points (2,) / (B, 2) / (B, N, 2) xy with labels (), (B,) / (B, N) - see
         `masklet.api.prompts`; masks (B, 1, 256, 256) low-res logits or (B, H, W) binary image-size masks.
         multimask_output: 3 masks per prompt (all kept) instead of the best one.
+        half / dtype: reduced precision for the image encoder (float16 on CUDA, bfloat16 elsewhere; or a dtype
+        name) — see `masklet.api.PREDICT_ARGS`.
         Segment-everything options of `AutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...) may be
         passed as extra keywords; `conf` drops its masks with predicted IoU below it.
         Returns a list of `Results`, one per image or frame, in order (a generator with stream=True).
@@ -411,10 +415,11 @@ class SAM:
         prompts = normalize_prompts(points, labels, bboxes)
         mask_prompt = None if masks is None else _mask_array(masks)
         everything = prompts.empty and mask_prompt is None
-        generator = self._everything(everything_kwargs) if everything else None
         if not everything and everything_kwargs:
             raise unknown_keyword("predict", next(iter(everything_kwargs)), list(PREDICT_ARGS))
         self.to(device)
+        precision = resolve_dtype(dtype, half, self.device)
+        generator = self._everything(everything_kwargs, precision) if everything else None
         size = check_imgsz(self.model, imgsz)
         apply_imgsz(self.model, size)
         if source is None:
@@ -433,23 +438,24 @@ class SAM:
             writer = RunWriter(make_save_dir(project, name, "predict", exist_ok), save, save_txt, save_conf,
                                plot_args(show_labels, show_conf, show_boxes, line_width))
         run = self._run(items, prompts, mask_prompt, generator, multimask_output, conf if everything else None,
-                        writer, show, verbose, vid_stride, max_frames, size,
+                        precision, writer, show, verbose, vid_stride, max_frames, size,
                         plot_args(show_labels, show_conf, show_boxes, line_width))
         return run if stream else list(run)
 
-    def _everything(self, kwargs: dict[str, Any]) -> Any:
+    def _everything(self, kwargs: dict[str, Any], precision: torch.dtype) -> Any:
         try:
             from ..predictors.everything import AutomaticMaskGenerator
         except ImportError as exc:
             raise RuntimeError(f"segment everything (no prompts) needs masklet.predictors.everything, which is not "
                                f"available ({exc}); pass points or bboxes") from None
-        valid = [k for k in inspect.signature(AutomaticMaskGenerator.__init__).parameters if k not in ("self", "model")]
+        valid = [k for k in inspect.signature(AutomaticMaskGenerator.__init__).parameters
+                 if k not in ("self", "model", "dtype")]
         for key in kwargs:
             if key not in valid:
                 raise unknown_keyword("predict", key, list(PREDICT_ARGS) + valid)
         if "output_mode" in valid:
             kwargs = {**kwargs, "output_mode": "binary_mask"}
-        return AutomaticMaskGenerator(self.model, **kwargs)
+        return AutomaticMaskGenerator(self.model, **kwargs, dtype=precision)
 
     def _frames(self, item: Any, vid_stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
         if item.kind == "image":
@@ -465,7 +471,8 @@ class SAM:
                 return
 
     def _run(self, items: list, prompts: Prompts, mask_prompt: np.ndarray | None, generator: Any,
-             multimask_output: bool, conf: float | None, writer: RunWriter | None, show: bool, verbose: bool,
+             multimask_output: bool, conf: float | None, precision: torch.dtype, writer: RunWriter | None,
+             show: bool, verbose: bool,
              vid_stride: int, max_frames: int | None, size: int, plot: dict[str, Any]) -> Iterator[Results]:
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         count = 0
@@ -489,7 +496,7 @@ class SAM:
                             masks, scores = self._segment_everything(generator, image, conf)
                         else:
                             masks, scores = self._segment_prompted(image, prompts, mask_prompt, multimask_output,
-                                                                   cacheable=not is_video)
+                                                                   not is_video, precision)
                     with post:
                         result = results_from_masks(image, item.path or item.name, masks, scores,
                                                     frame=index if is_video else None)
@@ -518,7 +525,7 @@ class SAM:
                 print(f"Results saved to {writer.save_dir}")
 
     # ------------------------------------------------------------------ one image
-    def _encoded(self, image: np.ndarray, cacheable: bool) -> Any:
+    def _encoded(self, image: np.ndarray, cacheable: bool, precision: torch.dtype) -> Any:
         """An ImagePredictor with `image` set, from the cache when this exact image was encoded at this size."""
         from ..predictors.image import ImagePredictor
 
@@ -527,12 +534,12 @@ class SAM:
             # hashing the pixels (~10 ms) is far cheaper than encoding (seconds on CPU)
             digest = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest()
             key = (digest, image.shape, native_size(self.model), getattr(self.model, "image_size", None),
-                   str(self.device))
+                   str(self.device), precision)
             if key in self._cache:
                 self._cache.move_to_end(key)
                 self.predictor = self._cache[key]
                 return self.predictor
-        predictor = ImagePredictor(self.model)
+        predictor = ImagePredictor(self.model, dtype=precision)
         predictor.set_image(image)
         if key is not None:
             self._cache[key] = predictor
@@ -542,14 +549,15 @@ class SAM:
         return predictor
 
     def _segment_prompted(self, image: np.ndarray, prompts: Prompts, mask_prompt: np.ndarray | None,
-                          multimask_output: bool, cacheable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          multimask_output: bool, cacheable: bool,
+                          precision: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks (M, H, W) bool and predicted IoUs (M,) for the prompts on one RGB image (M = B, or 3B with
         multimask_output)."""
         h, w = image.shape[:2]
         check_prompts_inside(prompts, h, w)
         full = Prompts(prompts.points, prompts.labels, prompts.boxes,
                        self._mask_logits(mask_prompt, (h, w), prompts.batch))
-        predictor = self._encoded(image, cacheable)
+        predictor = self._encoded(image, cacheable, precision)
         points, labels, boxes, masks = to_model_frame(full, (h, w), self.model.input_spec, False, self.device)
         out, iou, _ = predictor.predict_tensors(0, points, labels, boxes, masks, multimask_output)
         return out.flatten(0, 1), iou.flatten(0, 1)

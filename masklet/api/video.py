@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..predictors.precision import resolve_dtype
 from . import PREDICT_ARGS
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
 from .results import Results, check_gui, results_from_masks
@@ -134,6 +135,7 @@ class SAM2VideoPredictor:
                      self.args["conf"])
         self.fill_hole_area = fill_hole_area
         self._set_model(self.args["model"] or DEFAULT_MODEL)
+        self.video_predictor.dtype = resolve_dtype(self.args["dtype"], self.args["half"], self.device)
         self.inference_state: Any = None
         self.save_dir: Path | None = None
         self._last_source: Any = None
@@ -222,6 +224,7 @@ class SAM2VideoPredictor:
             raise PromptError("SAM2VideoPredictor tracks prompted objects: pass points (with labels), bboxes or "
                               "masks. To segment everything in every frame use SAM(model)(source) instead")
         self.model.to(select_device(args["device"], self.device))
+        self.video_predictor.dtype = resolve_dtype(args["dtype"], args["half"], self.device)
         size = check_imgsz(self.model, args["imgsz"])
         apply_imgsz(self.model, size)
         if source is None:

@@ -9,7 +9,6 @@ import torch.nn as nn
 from .common import MLP, LayerNorm2d
 from .transformer import TwoWayTransformer
 
-
 # prompts per decoder call on a CPU: this many image-token elements in total (4 prompts at 1024 px)
 CPU_DECODER_CHUNK_ELEMENTS = 4 * 256 * 64 * 64
 # rows of image tokens upscaled at a time on a CPU: this many elements per band (4 rows of 4 prompts at 1024 px)

@@ -460,7 +460,8 @@ class AutomaticMaskGenerator:
     CUDA extension), or has no effect (False, the default: the official generator skips the step with a
     warning wherever the extension is missing, CPU included, and the reference outputs were made so; a
     warning says so when min_mask_region_area > 0). fast=False upsamples every candidate to full resolution
-    instead of screening at low resolution (same results, slower; for checking).
+    instead of screening at low resolution (same results, slower; for checking). dtype: "bfloat16" / "float16"
+    run the image encoder under autocast (as `ImagePredictor(dtype=...)`).
 
     `generate(image)` returns a list of dicts with keys segmentation, area, bbox (XYWH), predicted_iou,
     point_coords ([[x, y]]), stability_score and crop_box (XYWH), in the official order. After a call,
@@ -479,7 +480,7 @@ class AutomaticMaskGenerator:
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", use_m2m: bool = False,
                  multimask_output: bool = True, *, progress: bool = False, fill_small_regions: bool = False,
-                 fast: bool = True) -> None:
+                 fast: bool = True, dtype: str | torch.dtype | None = None) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("exactly one of points_per_side and point_grids must be given (got "
                              f"points_per_side={points_per_side!r} and point_grids "
@@ -533,7 +534,7 @@ class AutomaticMaskGenerator:
                           "generator removes small regions with a CUDA extension and skips the step without it, "
                           "so by default masklet reproduces its CPU results", UserWarning, stacklevel=2)
         self.model = model
-        self.predictor = ImagePredictor(model, mask_threshold=mask_threshold)
+        self.predictor = ImagePredictor(model, mask_threshold=mask_threshold, dtype=dtype)
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)
         self.stability_score_thresh = float(stability_score_thresh)

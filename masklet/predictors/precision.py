@@ -10,13 +10,18 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
 
-def resolve_dtype(dtype: Union[str, torch.dtype, None], half: bool = False) -> torch.dtype:
-    """`dtype` given as a torch dtype or a name ("bfloat16", "bf16", "float16", ...); `half=True` means
-    bfloat16 on CPU-only machines and float16 on CUDA (the fast type of each)."""
+def resolve_dtype(dtype: Union[str, torch.dtype, None], half: bool = False,
+                  device: Union[torch.device, str, None] = None) -> torch.dtype:
+    """`dtype` given as a torch dtype or a name ("bfloat16", "bf16", "float16", ...); `half=True` (used when
+    dtype is None) means float16 on CUDA and bfloat16 elsewhere (the fast type of each) — on `device`, or on
+    this machine when no device is given."""
+    if not isinstance(half, bool):
+        raise ValueError(f"half must be True or False, got {half!r}")
     if dtype is None:
         if not half:
             return torch.float32
-        return torch.float16 if torch.cuda.is_available() else torch.bfloat16
+        on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+        return torch.float16 if on_cuda else torch.bfloat16
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}: use float32, bfloat16 or float16")
