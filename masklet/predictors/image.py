@@ -38,6 +38,26 @@ def postprocess_masks(low_res: torch.Tensor, orig_hw: tuple[int, int], spec: Inp
     return F.interpolate(low_res, orig_hw, mode="bilinear", align_corners=False)
 
 
+# full-resolution pixels upsampled at a time when only binary masks are wanted (~64 MB of float logits)
+_UPSAMPLE_CHUNK_PIXELS = 1 << 24
+
+
+def full_resolution_masks(low_res: torch.Tensor, orig_hw: tuple[int, int], spec: InputSpec,
+                          threshold: float | None) -> torch.Tensor:
+    """Low-res logits (B, M, h, w) -> (B, M, H, W) logits, or bool masks `logits > threshold` when a threshold
+    is given. Binary masks are made a few at a time, so the float logits of a large batch (64 prompts x 3
+    masks at 1200x1800 would be 1.7 GB) never exist all at once."""
+    if threshold is None:
+        return postprocess_masks(low_res, orig_hw, spec)
+    b, m = low_res.shape[:2]
+    flat = low_res.reshape(b * m, 1, *low_res.shape[2:])
+    out = torch.empty((b * m, 1, *orig_hw), dtype=torch.bool, device=low_res.device)
+    step = max(1, _UPSAMPLE_CHUNK_PIXELS // (orig_hw[0] * orig_hw[1]))
+    for i in range(0, b * m, step):
+        torch.gt(postprocess_masks(flat[i:i + step], orig_hw, spec), threshold, out=out[i:i + step])
+    return out.reshape(b, m, *orig_hw)
+
+
 class ImagePredictor:
     """Predict masks for prompts on an image, reusing the image's features across prompts.
 
@@ -192,9 +212,8 @@ class ImagePredictor:
         sparse, dense = self.model.encode_prompts(cast(points), labels, cast(boxes), cast(masks))
         out = self.model.decode(self.model.image_embedding(image.features), image.features.high_res, sparse, dense,
                                 multimask_output)
-        full = postprocess_masks(out.masks, output_size or image.orig_hw, self.spec)
+        full = full_resolution_masks(out.masks, output_size or image.orig_hw, self.spec,
+                                     None if return_logits else self.mask_threshold)
         clamp = getattr(self.model, "low_res_clamp", 32.0)
         low = out.masks.float() if clamp is None else torch.clamp(out.masks.float(), -clamp, clamp)
-        if not return_logits:
-            full = full > self.mask_threshold
         return full, out.iou.float(), low
