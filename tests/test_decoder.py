@@ -1,5 +1,5 @@
 """The CPU fast paths of the mask decoder (prompt chunks, row-banded upscaling, an image side shared by all
-prompts) must give what one plain batched pass gives."""
+prompts) and of the image predictor's full-resolution masks must give what one plain batched pass gives."""
 import pytest
 import torch
 
@@ -64,3 +64,18 @@ def test_every_prompt_decodes_as_if_alone(sam2_test):
             alone = _decode(model, features, points[i:i + 1], labels[i:i + 1], None)
             torch.testing.assert_close(batch.masks[i:i + 1], alone.masks, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(batch.iou[i:i + 1], alone.iou, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sam2_test", "mobile_sam_vit_t"])
+def test_binary_masks_upsampled_in_chunks_match_one_pass(monkeypatch, family):
+    import masklet.predictors.image as image
+
+    spec = build_model(family).input_spec
+    low = torch.randn(3, 2, 64, 64, generator=torch.Generator().manual_seed(0))
+    hw = (100, 150)
+    expected = image.postprocess_masks(low, hw, spec) > 0.5
+    monkeypatch.setattr(image, "_UPSAMPLE_CHUNK_PIXELS", 4 * hw[0] * hw[1])  # chunks of 4 and 2 masks
+    got = image.full_resolution_masks(low, hw, spec, 0.5)
+    assert got.dtype == torch.bool and got.shape == (3, 2, *hw)
+    assert torch.equal(got, expected)
+    torch.testing.assert_close(image.full_resolution_masks(low, hw, spec, None), image.postprocess_masks(low, hw, spec))
