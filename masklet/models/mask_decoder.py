@@ -87,7 +87,7 @@ class MaskDecoder(nn.Module):
 
     def _predict_in_chunks(self, image_embeddings, image_pe, sparse, dense, high_res_features):
         # On a CPU the decoder is bound by memory traffic: each prompt carries (C, h, w) image tokens and a
-        # (C/8, 16h, 16w) upscaled map, so a large batch spills out of the caches (64 prompts at 1024 px ran
+        # (C/8, 4h, 4w) upscaled map, so a large batch spills out of the caches (64 prompts at 1024 px ran
         # 1.8x slower per prompt than 4). Decode a few prompts at a time there; GPUs take the whole batch.
         batch = sparse.shape[0]
         tokens_per_prompt = image_embeddings.shape[1] * image_embeddings.shape[2] * image_embeddings.shape[3]
@@ -138,7 +138,7 @@ class MaskDecoder(nn.Module):
         b, c, h, w = src.shape
         # Every step from here to the masks is per pixel or a 2x2 stride-2 transposed conv, so a band of rows of
         # src gives the matching band of the masks. On a CPU a band stays in cache through all steps instead of
-        # each step streaming (B, C/8, 16h, 16w) maps through memory.
+        # each step streaming (B, C/8, 4h, 4w) maps through memory.
         band = h if src.device.type != "cpu" else max(1, CPU_UPSCALE_BAND_ELEMENTS // (b * c * w))
         bands = []
         for r in range(0, h, band):
