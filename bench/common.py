@@ -225,6 +225,26 @@ def load_bench_model(spec: str, device: torch.device, seed: int = 0) -> tuple[nn
     return model, info
 
 
+def load_run_model(benchmark: str, args: argparse.Namespace, device: torch.device, sam2_only: bool = False,
+                   imgsz: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load --model, set its input size to `imgsz` (when given), apply --dtype/--precision; returns the model and
+    the head of the result JSON (benchmark, machine, settings, model with the input size used, precision)."""
+    model, info = load_bench_model(args.model, device, args.seed)
+    if sam2_only and model.family != "sam2":
+        raise SystemExit(f"error: bench/{benchmark}.py tracks video and needs a SAM 2 model, {args.model} is "
+                         f"{model.family}")
+    if imgsz and imgsz != model.image_size:
+        model.set_image_size(imgsz)
+    result: dict[str, Any] = {
+        "benchmark": benchmark,
+        "machine": machine_info(device, args.dtype),
+        "settings": settings(args),
+        "model": {**info, "imgsz": model.image_size},
+        "precision": apply_precision(model, args.dtype, args.precision),
+    }
+    return model, result
+
+
 def free_model(model: nn.Module | None) -> None:
     del model
     gc.collect()

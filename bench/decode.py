@@ -106,16 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from masklet.data.images import read_image
     from masklet.predictors.image import ImagePredictor
 
-    model, info = common.load_bench_model(args.model, device, args.seed)
-    if args.imgsz and args.imgsz != model.image_size:
-        model.set_image_size(args.imgsz)
-    result: dict[str, Any] = {
-        "benchmark": "decode",
-        "machine": common.machine_info(device, args.dtype),
-        "settings": common.settings(args),
-        "model": {**info, "imgsz": model.image_size},
-        "precision": common.apply_precision(model, args.dtype, args.precision),
-    }
+    model, result = common.load_run_model("decode", args, device, imgsz=args.imgsz)
     compiler = common.Compiler(model, args.compile)
     image = read_image(image_path)
     height, width = image.shape[:2]

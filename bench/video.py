@@ -89,19 +89,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     video = args.video or str(common.data_file("videos/bedroom.mp4"))
     device = common.setup(args)
 
-    model, info = common.load_bench_model(args.model, device, args.seed)
-    if model.family != "sam2":
-        raise SystemExit(f"error: video tracking needs a SAM 2 model, {args.model} is {model.family}")
-    if args.imgsz and args.imgsz != model.image_size:
-        model.set_image_size(args.imgsz)
-    result: dict[str, Any] = {
-        "benchmark": "video",
-        "machine": common.machine_info(device, args.dtype),
-        "settings": common.settings(args),
-        "model": {**info, "imgsz": model.image_size},
-        "precision": common.apply_precision(model, args.dtype, args.precision),
-        "video": video,
-    }
+    model, result = common.load_run_model("video", args, device, sam2_only=True, imgsz=args.imgsz)
+    result["video"] = video
     compiler = common.Compiler(model, args.compile)
     if args.warmup_frames or compiler.originals:
         if compiler.originals:

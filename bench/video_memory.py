@@ -198,18 +198,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     video = args.video or str(common.data_file("videos/bedroom.mp4"))
     device = common.setup(args)
 
-    model, info = common.load_bench_model(args.model, device, args.seed)
-    if model.family != "sam2":
-        raise SystemExit(f"error: video tracking needs a SAM 2 model, {args.model} is {model.family}")
-    result: dict[str, Any] = {
-        "benchmark": "video_memory",
-        "machine": common.machine_info(device, args.dtype),
-        "settings": common.settings(args),
-        "model": info,
-        "precision": common.apply_precision(model, args.dtype, args.precision),
-        "video": video,
-        "memory_after_load": common.memory_snapshot(device),
-    }
+    model, result = common.load_run_model("video_memory", args, device, sam2_only=True)
+    result["video"] = video
+    result["memory_after_load"] = common.memory_snapshot(device)
     compiler = common.Compiler(model, args.compile)
     result["compile"] = compiler.info
     if args.part in ("both", "stream"):
@@ -218,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.part in ("both", "interactive"):
         common.log(f"[interactive] {args.interactive_frames} frames")
         result["interactive"] = compiler.guard(
-            lambda: _raise_on_error(interactive_part(model, video, info["native_imgsz"], args, device), compiler))
+            lambda: _raise_on_error(interactive_part(model, video, result["model"]["native_imgsz"], args, device), compiler))
     result["passed"] = all(result[p].get("passed", False) for p in ("stream", "interactive") if p in result)
     result["memory"] = common.memory_snapshot(device)
     common.emit(result, args.output)
