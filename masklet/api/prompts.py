@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..predictors.prompts import PromptError, Prompts
+from ..predictors.prompts import check_inside as check_prompts_inside  # points in, boxes overlapping
 
 __all__ = ["PromptError", "check_prompts_inside", "normalize_prompts"]
 
@@ -134,20 +135,3 @@ def normalize_prompts(points: Any = None, labels: Any = None, bboxes: Any = None
                 raise PromptError(f"{nb} bboxes and {np_} point groups (points shape {prompts.points.shape}): give "
                                   "one box per object, one point group per object, or a single one of either")
     return prompts
-
-
-def check_prompts_inside(prompts: Prompts, height: int, width: int) -> None:
-    """Points must lie in the image and boxes must overlap it (pixels of the original image)."""
-    if prompts.points is not None:
-        pts = prompts.points
-        outside = (pts[..., 0] < 0) | (pts[..., 0] > width) | (pts[..., 1] < 0) | (pts[..., 1] > height)
-        if outside.any():
-            bad = [round(v, 2) for v in pts[outside][0].tolist()]
-            raise PromptError(f"point {bad} is outside the image, which is {width}x{height} pixels (x from 0 to "
-                              f"{width}, y from 0 to {height}); points are [x, y] pixels of the original image")
-    if prompts.boxes is not None:
-        b = prompts.boxes
-        off = (b[:, 2] < 0) | (b[:, 0] > width) | (b[:, 3] < 0) | (b[:, 1] > height)
-        if off.any():
-            raise PromptError(f"box {b[off][0].tolist()} lies entirely outside the image ({width}x{height} pixels); "
-                              "boxes are [x1, y1, x2, y2] pixels of the original image")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, preprocess, resized_hw
 from .precision import autocast, resolve_dtype
-from .prompts import check_inside, official_prompts, to_model_frame
+from .prompts import NORMALIZED_COORDS_HINT, check_inside, official_prompts, to_model_frame
 
 
 class PredictorStateError(RuntimeError, ValueError):
@@ -183,7 +183,7 @@ class ImagePredictor:
             raise ValueError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
         image = self._images[index]
         if normalize_coords:
-            check_inside(prompts, *image.orig_hw)
+            check_inside(prompts, *image.orig_hw, NORMALIZED_COORDS_HINT)
         points, labels, boxes, masks = to_model_frame(prompts, image.orig_hw, self.spec, not normalize_coords,
                                                       self.device)
         out_masks, iou, low = self.predict_tensors(index, points, labels, boxes, masks, multimask_output,

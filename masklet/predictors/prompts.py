@@ -115,22 +115,28 @@ def official_prompts(point_coords: Any = None, point_labels: Any = None, box: An
     return prompts
 
 
-def check_inside(prompts: Prompts, height: int, width: int) -> None:
-    """Points must lie in the image; boxes must overlap it."""
+def check_inside(prompts: Prompts, height: int, width: int, hint: str = "") -> None:
+    """Points (except padding, label -1) must lie in the image and boxes must overlap it, in pixels of the
+    original image. `hint` is appended to the error (e.g. how to pass normalised coordinates)."""
     if prompts.points is not None:
         pts = prompts.points
-        valid = prompts.labels >= 0
-        outside = valid & ((pts[..., 0] < 0) | (pts[..., 0] > width) | (pts[..., 1] < 0) | (pts[..., 1] > height))
+        outside = (pts[..., 0] < 0) | (pts[..., 0] > width) | (pts[..., 1] < 0) | (pts[..., 1] > height)
+        if prompts.labels is not None:
+            outside &= prompts.labels >= 0
         if outside.any():
-            bad = pts[outside][0].tolist()
-            raise PromptError(f"point {bad} is outside the image ({width}x{height} pixels, x in [0, {width}], "
-                              f"y in [0, {height}]); points are (x, y) pixels of the original image "
-                              "(use normalize_coords=False for coordinates already in [0, 1])")
+            bad = [round(v, 2) for v in pts[outside][0].tolist()]
+            raise PromptError(f"point {bad} is outside the image, which is {width}x{height} pixels (x from 0 to "
+                              f"{width}, y from 0 to {height}); points are [x, y] pixels of the original image{hint}")
     if prompts.boxes is not None:
         b = prompts.boxes
         off = (b[:, 2] < 0) | (b[:, 0] > width) | (b[:, 3] < 0) | (b[:, 1] > height)
         if off.any():
-            raise PromptError(f"box {b[off][0].tolist()} lies entirely outside the image ({width}x{height} pixels)")
+            raise PromptError(f"box {b[off][0].tolist()} lies entirely outside the image ({width}x{height} pixels); "
+                              f"boxes are [x1, y1, x2, y2] pixels of the original image{hint}")
+
+
+# what the official-style predictors add to an out-of-image error
+NORMALIZED_COORDS_HINT = " (use normalize_coords=False for coordinates already in [0, 1])"
 
 
 def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, normalized: bool = False,

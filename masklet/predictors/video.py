@@ -21,7 +21,7 @@ from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
 from .precision import autocast, resolve_dtype
-from .prompts import PromptError, check_inside, official_prompts
+from .prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts
 
 
 @dataclass
@@ -204,7 +204,7 @@ class VideoPredictor:
         if prompts.batch > 1:
             raise PromptError("add_new_points_or_box takes the prompts of one object: points (N, 2) and box (4,)")
         if normalize_coords:
-            check_inside(prompts, state.video_height, state.video_width)
+            check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
         coords = [] if prompts.points is None else [torch.as_tensor(prompts.points, dtype=torch.float32)]
         lbls = [] if prompts.labels is None else [torch.as_tensor(prompts.labels, dtype=torch.int32)]
         if prompts.boxes is not None:
