@@ -94,8 +94,10 @@ def test_vos_end_to_end(tmp_path, model, capsys):
     assert [(r["video"], r["object"]) for r in res["per_object"]] == [("alpha", 1), ("alpha", 2), ("beta", 1)]
     assert [r["video"] for r in res["per_video"]] == ["alpha", "beta"]
     assert [r["prompt_frame"] for r in res["per_object"]] == [0, 2, 0]
-    # DAVIS scores the annotated frames except the first and the last: frames 1 and 2 of 4
-    assert all(r["frames"] == 2 for r in res["per_object"])
+    # a plain JPEGImages/Annotations folder is MOSE's layout: the "sav" protocol, annotated frames except the first
+    # and the last (1 and 2 of 4), each object from its first appearance: object 2 of alpha appears on frame 2
+    assert res["meta"]["protocol"] == "sav" and res["meta"]["layout"] == "mose"
+    assert [r["frames"] for r in res["per_object"]] == [2, 1, 2]
     for row in res["per_object"] + res["per_video"] + [res["summary"]]:
         for col in ("J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall"):
             assert 0.0 <= row[col] <= 1.0, (row, col)
