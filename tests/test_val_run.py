@@ -14,7 +14,7 @@ from PIL import Image
 
 import masklet.predictors.image as image_module
 import masklet.predictors.video as video_module
-from masklet.val import run, val_cli
+from masklet.val import run, score, val_cli
 from masklet.val.datasets import read_palette_png, write_palette_png
 from masklet.val.metrics import region_similarity
 from masklet.val.runner import click_session
@@ -131,6 +131,10 @@ def test_vos_end_to_end(tmp_path, model, capsys):
 
     printed = capsys.readouterr().out
     assert "J&F-Mean" in printed and "Per video" in printed and str(out) in printed
+
+    # the saved palette PNGs, scored as existing predictions, give the run's own numbers
+    again = score(root, out, save_dir=tmp_path / "again", verbose=False)
+    assert again["per_object"] == res["per_object"] and again["meta"]["protocol"] == "sav"
 
 
 class FakeVideoPredictor:

@@ -264,15 +264,11 @@ class VOSVideo:
         PNG has a non-zero pixel. Objects absent from the dict are absent from the frame.
         """
         if self.per_object:
-            out = {}
-            for obj in sorted(self.object_paths.get(index, {})):  # type: ignore[union-attr]
-                mask = self._object_mask(index, obj)
-                if mask.any():
-                    out[obj] = mask
             if index not in self.object_paths:  # type: ignore[operator]
                 raise KeyError(f"frame {index} of video {self.name!r} has no annotation; annotated frames: "
                                f"{self.annotated_frames[:10]}")
-            return out
+            masks = {obj: self._object_mask(index, obj) for obj in sorted(self.object_paths[index])}  # type: ignore
+            return {obj: m for obj, m in masks.items() if m.any()}
         labels = self.read_annotation(index)
         return {int(v): labels == v for v in np.unique(labels) if v not in (0, VOID_LABEL)}
 
