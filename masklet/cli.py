@@ -46,7 +46,7 @@ MODE_HELP = {
     "track": "track prompted objects through a video with SAM 2's memory (prompts on frame `frame`)",
     "info": "print the model's layers, parameters and GFLOPs",
     "annotate": "auto-annotate a folder of images (detector boxes -> SAM masks -> YOLO labels)",
-    "val": "evaluate a model (DAVIS J&F / interactive NoC)",
+    "val": "evaluate a model or score existing masks (DAVIS / SA-V J&F, interactive NoC)",
 }
 
 
