@@ -122,7 +122,8 @@ def test_object_only_on_the_skipped_first_frame(tmp_path):
     pred = write_pred(tmp_path / "pred", "v", gt)
     video = VOSDataset(data)[0]
     assert davis_object_ids(video) == [1, 2]
-    assert sorted(o for _, o in scores(score(data, pred, protocol="sav", save_dir=tmp_path / "s", verbose=False))) == [1]
+    sav = score(data, pred, protocol="sav", save_dir=tmp_path / "s", verbose=False)
+    assert sorted(o for _, o in scores(sav)) == [1]
     rows = scores(score(data, pred, protocol="davis", save_dir=tmp_path / "d", verbose=False))
     assert rows[("v", 2)]["J-Mean"] == 1.0 and rows[("v", 2)]["frames"] == 2
 
@@ -315,7 +316,8 @@ class GroundTruthPredictor:
             if t in video.annotated_frames:
                 last = t
             masks = [video.gt_mask(last, o) for o in state["objects"]]
-            yield t, list(state["objects"]), torch.stack([torch.from_numpy(m).float() * 20 - 10 for m in masks])[:, None]
+            logits = torch.stack([torch.from_numpy(m).float() * 20 - 10 for m in masks])
+            yield t, list(state["objects"]), logits[:, None]
 
     def reset_state(self, state):
         pass

@@ -20,11 +20,19 @@ only in these rules, which were read from the official evaluators:
   object with id 255). The official tool prints J, F and J&F only; masklet adds recall and decay over the
   same frames.
 
-Both: J&F = (J + F) / 2, dataset means are over all objects of all videos (not per video first), and a
-1- or 2-annotated-frame video, which neither tool can score, is scored on all its annotated frames. Ids that
-first appear after the first annotated frame with a larger id than any on it are, under "davis", scored on all
-scored frames like the others (the toolkit cannot score them: it ignores them, and stops with an error when a
-prediction holds them).
+Both: J&F = (J + F) / 2, dataset means are over all objects of all videos (not per video first).
+
+Cases the official tools cannot score get one documented behaviour here:
+
+* a video with 1 or 2 annotated frames (dropping the first and last leaves nothing) is scored on all of them;
+* DAVIS 2016-style greyscale 0/255 masks are object 1, in annotations and predictions alike (the DAVIS toolkit
+  turns 255 into background and finds no object);
+* under "davis", an id that first appears after the first annotated frame with a larger id than any on it is
+  scored on every scored frame like the others (the toolkit ignores it, and stops with an error when a
+  prediction holds it); so is an object whose id the predictions never hold (the toolkit stops when the largest
+  predicted id differs from M, e.g. when the last object is lost on every scored frame);
+* an SA-V object folder whose masks are all empty, or an object annotated only on the first or last annotated
+  frame, is not scored (sav_benchmark stops on the former).
 
 Decay: masklet's `statistics` bins frames with integer indices; the DAVIS toolkit's `db_statistics` stores
 its bin edges as uint8, which wraps past frame 255, so its decay for objects scored on 256+ frames is NaN or
