@@ -31,8 +31,9 @@ Cases the official tools cannot score get one documented behaviour here:
   scored on every scored frame like the others (the toolkit ignores it, and stops with an error when a
   prediction holds it); so is an object whose id the predictions never hold (the toolkit stops when the largest
   predicted id differs from M, e.g. when the last object is lost on every scored frame);
-* an SA-V object folder whose masks are all empty, or an object annotated only on the first or last annotated
-  frame, is not scored (sav_benchmark stops on the former).
+* an SA-V object folder whose masks are all empty is not an object (sav_benchmark stops on it), under either
+  protocol; under "sav" an object annotated only on the first or last annotated frame is not scored either
+  (sav_benchmark skips it with label maps and stops on it with per-object folders).
 
 Decay: masklet's `statistics` bins frames with integer indices; the DAVIS toolkit's `db_statistics` stores
 its bin edges as uint8, which wraps past frame 255, so its decay for objects scored on 256+ frames is NaN or
