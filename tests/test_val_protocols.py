@@ -238,6 +238,16 @@ def test_sav_per_object_layout(tmp_path):
     assert rows[("sav_1", 0)]["J-Mean"] == 1.0 and rows[("sav_1", 0)]["frames"] == 2
     # object 001 first appears on frame 4: scored there only
     assert rows[("sav_1", 1)]["frames"] == 1 and rows[("sav_1", 1)]["J-Mean"] == 0.5
+    # an object folder whose masks are all empty is not an object; a predicted object folder missing is an error
+    write_palette_png(data / "Annotations_6fps" / "sav_1" / "002" / "00000.png", np.zeros((2, 4), np.uint8))
+    assert VOSDataset(data)[0].object_ids == [0, 1]
+    (tmp_path / "pred" / "sav_1" / "1").rename(tmp_path / "pred" / "sav_1" / "x1")
+    with pytest.raises(ValueError, match="x1 is not named by an object id"):
+        score(data, tmp_path / "pred", verbose=False)
+    (tmp_path / "pred" / "sav_1" / "x1").rename(tmp_path / "labels_tmp")
+    with pytest.raises(FileNotFoundError, match="no predictions for object.s. 001 of video 'sav_1'"):
+        score(data, tmp_path / "pred", verbose=False)
+    (tmp_path / "labels_tmp").rename(tmp_path / "pred" / "sav_1" / "1")
     # a label-map prediction cannot hold object 000 (0 is background)
     write_pred(tmp_path / "labels", "sav_1", [np.zeros((2, 4))] * 8)
     with pytest.raises(ValueError, match="id 0 .*per object"):

@@ -90,6 +90,12 @@ def score_video(video: VOSVideo, pred: PredictionFolder, protocol: str) -> list[
         raise ValueError(f"video {video.name!r} has an object with id 0 ({video.object_dirs[0]}/), which a label-map "
                          "prediction cannot hold (0 is background); save the predictions per object: "
                          f"{pred.root / video.name}/<object>/<frame>.png")
+    if objects is not None:
+        missing = [o for o in video.object_ids if o not in objects]
+        if missing:
+            names = [video.object_dirs[o] if video.object_dirs else str(o) for o in missing]
+            raise FileNotFoundError(f"no predictions for object(s) {', '.join(names)} of video {video.name!r}: "
+                                    f"{pred.root / video.name} needs one folder per object, <object>/<frame>.png")
     for frame_idx in scorer.frames:
         scorer.add(frame_idx, pred.read(video, frame_idx, objects))
     return scorer.results()
