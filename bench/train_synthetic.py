@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--corrections", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")
+    parser.add_argument("--width", type=int, default=None,
+                        help="experiment: sam2_test with this d_model (unregistered, so its checkpoint does not load "
+                             "with load_model until the variant is registered)")
     opts = parser.parse_args()
 
     import masklet
@@ -67,17 +70,28 @@ def main() -> None:
                   weight_decay=0.01, warmup=0.02, corrections=opts.corrections, amp=False, seed=opts.seed,
                   project=str(out), verbose=True)
     torch.manual_seed(opts.seed)
+    model: object = "sam2_test"
+    if opts.width:
+        import dataclasses
+
+        from masklet.models.sam2 import SAM2Model
+        from masklet.models.variants import SAM2_VARIANTS
+
+        w = opts.width
+        model = SAM2Model(dataclasses.replace(SAM2_VARIANTS["sam2_test"], name=f"sam2_test_d{w}", d_model=w,
+                                              mem_dim=max(16, w // 4), decoder_mlp_dim=2 * w, memory_ffn_dim=2 * w))
     t1 = time.perf_counter()
-    image_run = masklet.train(model="sam2_test", data=str(data / "train_images"), epochs=opts.image_epochs,
+    image_run = masklet.train(model=model, data=str(data / "train_images"), epochs=opts.image_epochs,
                               val=str(data / "val_images"), val_samples=opts.val_images, name="image", **common)
     t_image = time.perf_counter() - t1
     t2 = time.perf_counter()
-    video_run = masklet.train(model=str(image_run["last"]), data=str(data / "train_clips"),
+    video_run = masklet.train(model=model if opts.width else str(image_run["last"]), data=str(data / "train_clips"),
                               epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
                               name="video", num_frames=8, max_objects=2, **{**common, "batch": 1})
     t_video = time.perf_counter() - t2
 
-    model = masklet.load_model(video_run["last"])
+    if not opts.width:
+        model = masklet.load_model(video_run["last"])
     model.set_image_size(opts.imgsz)
     t3 = time.perf_counter()
     interactive = val_run(model, str(data / "val_images"), task="interactive", max_clicks=3, verbose=False,
@@ -91,7 +105,7 @@ def main() -> None:
         Path(opts.save).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, opts.save)
     result = {
-        "bench": "train_synthetic", "model": "sam2_test", "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        "bench": "train_synthetic", "model": model.config.name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "imgsz": opts.imgsz, "threads": opts.threads, "seed": opts.seed,
         "train_images": opts.train_images, "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections,

@@ -389,7 +389,8 @@ class Trainer:
         if not path.is_file():
             return []
         with open(path, newline="") as f:
-            rows = [{k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()} for r in csv.DictReader(f)]
+            rows = [{k: ((int if k in ("epoch", "step") else float)(v) if v not in ("", None) else math.nan)
+                     for k, v in r.items()} for r in csv.DictReader(f)]
         return [r for r in rows if r["epoch"] <= self.start_epoch]
 
 
