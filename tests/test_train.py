@@ -236,7 +236,7 @@ def test_augmentation_moves_image_and_masks_together(tmp_path):
             images, masks = ds[i]
             red = (images[0] * std + mean)[0]
             inside, outside = red[masks[0, 0]], red[~masks[0, 0]]
-            assert inside.mean() > 0.6 > 0.3 > outside.mean()  # the red shape is where its mask is
+            assert inside.mean() > 0.6 and outside.mean() < 0.3  # the red shape is where its mask is
     ds.epoch = 0
     assert torch.equal(ds[1][0], ds[1][0])  # seeded by (seed, epoch, index)
     ds.epoch = 1

@@ -17,9 +17,10 @@ resumed run sees the same data as an uninterrupted one, whatever the number of D
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class Augment:
     color_jitter: tuple[float, float, float] = (0.1, 0.05, 0.05)
 
     @staticmethod
-    def none() -> "Augment":
+    def none() -> Augment:
         return Augment(0.0, (1.0, 1.0), (0.0, 0.0, 0.0))
 
 

@@ -9,8 +9,8 @@ number of objects (averaged over DDP ranks, as the official loss does).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ import fnmatch
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 # parameter-name prefixes a user may freeze (`freeze=image_encoder,memory`); short aliases map to module names
 FREEZE_ALIASES = {

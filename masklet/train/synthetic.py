@@ -4,8 +4,8 @@ and by tests that need ground truth for real photos. Everything is drawn from on
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -14,15 +14,23 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
-from .data import (Augment, ImageTrainDataset, RankSampler, VideoTrainDataset, collate_images, collate_video,
-                   detect_format)
+from .data import (
+    Augment,
+    ImageTrainDataset,
+    RankSampler,
+    VideoTrainDataset,
+    collate_images,
+    collate_video,
+    detect_format,
+)
 from .forward import image_forward, video_forward
 from .loss import CORE_LOSS, LOSS_KEYS, SAM2Loss
 from .optim import IMAGE_MODE_PREFIXES, lr_factor, param_groups, parse_freeze, set_lr
@@ -369,8 +377,12 @@ class Trainer:
         self._write_rows(rows)
         try:
             plot_metrics(rows, self.save_dir / "results.png")
-        except ImportError:
-            pass  # the curve is optional: matplotlib comes with masklet[train]
+        except ImportError as exc:  # the curve is optional: matplotlib comes with masklet[train]
+            if not getattr(self, "_warned_plot", False):
+                import warnings
+
+                warnings.warn(str(exc), stacklevel=2)
+                self._warned_plot = True
         if self.args["verbose"]:
             shown = {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float) and k != "lr"}
             print(f"epoch {epoch + 1}: {shown}")
