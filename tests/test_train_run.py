@@ -139,11 +139,16 @@ def test_command_line(dataset, tmp_path, capsys):
 
 
 def test_ddp_two_cpu_processes_with_gloo(dataset, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a free port: other test runs on this machine may use the default one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASKLET_DEBUG": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m",
            "masklet.cli", "train", "model=sam2_test", f"data={dataset}", "epochs=1", "imgsz=128", "batch=1",
            "corrections=0", "amp=False", "val=False", "verbose=False", "device=cpu", f"project={tmp_path}"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert runs == ["exp"]  # only rank 0 writes
