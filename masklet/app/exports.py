@@ -184,8 +184,10 @@ def read_import(annotator: Annotator, files: dict[str, bytes]) -> tuple[dict[int
                     objects.setdefault(oid, known.get(oid, {"label": cats.get(ann.get("category_id"), "object")}))
             except AppError:
                 raise
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                raise AppError(422, f"{name} is not a COCO annotation file this app can read: {exc!r}") from None
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                raise AppError(422, f"{name} is not a COCO annotation file this app can read ({type(exc).__name__}: "
+                                    f"{exc}); expected {{'images': [...], 'annotations': [...], 'categories': [...]}}"
+                               ) from None
     elif pngs:
         from PIL import Image
 

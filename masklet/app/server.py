@@ -224,7 +224,7 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
 
     @app.get("/api/download/{rel:path}")
     def download(rel: str) -> FileResponse:
-        path = confine(a.project.folder, rel)
+        path = confine(a.project.folder, rel, "project folder")
         if not path.is_file() or path.relative_to(a.project.folder).parts[0] != "exports":
             raise AppError(404, f"no exported file {rel!r}")
         return FileResponse(path, filename=path.name)
@@ -243,7 +243,7 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
     @app.post("/api/import/path")
     def import_path(body: ImportPathBody) -> dict:
         base = a.root if body.where == "root" else a.project.folder
-        files = exports.read_folder(confine(base, body.path), max_bytes)
+        files = exports.read_folder(confine(base, body.path, f"{body.where} folder"), max_bytes)
         masks_, objects = exports.read_import(a, files)
         return exports.apply_import(a, masks_, objects)
 

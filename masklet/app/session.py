@@ -43,18 +43,18 @@ class AppError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- paths
-def confine(root: Path, rel: Any) -> Path:
+def confine(root: Path, rel: Any, what: str = "media root") -> Path:
     """`root / rel` resolved, refusing absolute paths, `..` and symlinks that lead outside `root` (403)."""
     if not isinstance(rel, str) or not rel or "\x00" in rel:
-        raise AppError(400, f"path must be a non-empty string relative to the media root, got {rel!r}")
+        raise AppError(400, f"path must be a non-empty string relative to the {what}, got {rel!r}")
     p = Path(rel.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts:
-        raise AppError(403, f"path {rel!r} is outside the media root: give a path relative to it, without '..'")
+        raise AppError(403, f"path {rel!r} is outside the {what}: give a path relative to it, without '..'")
     full = (root / p).resolve()
     if full != root and root not in full.parents:
-        raise AppError(403, f"path {rel!r} leads outside the media root (through a link)")
+        raise AppError(403, f"path {rel!r} leads outside the {what} (through a link)")
     if not full.exists():
-        raise AppError(404, f"no file or folder {rel!r} under the media root")
+        raise AppError(404, f"no file or folder {rel!r} under the {what}")
     return full
 
 
@@ -491,7 +491,9 @@ class Annotator:
                 raise AppError(422, f"direction must be forward, backward or both, got {direction!r}")
             if not any(record.state["prompts"].values()):
                 raise AppError(409, "no object has prompts yet: click an object first, then propagate")
-            total = (media.num_frames - t if direction != "backward" else 0) + (t + 1 if direction != "forward" else 0)
+            # the predictor's reverse pass from frame 0 has nothing to track
+            total = (media.num_frames - t if direction != "backward" else 0) + \
+                (t + 1 if direction != "forward" and t > 0 else 0)
             self.job = Job(t, direction, total)
             threading.Thread(target=self._run_job, args=(self.job,), name="masklet-app-propagate",
                              daemon=True).start()
