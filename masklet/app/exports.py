@@ -10,7 +10,6 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -148,7 +147,8 @@ def _match(names: dict[str, int], file_name: str) -> int | None:
     return names.get(base, names.get(Path(base).stem))
 
 
-def read_import(annotator: Annotator, files: dict[str, bytes]) -> tuple[dict[int, dict[int, np.ndarray]], dict[int, dict]]:
+def read_import(annotator: Annotator,
+                files: dict[str, bytes]) -> tuple[dict[int, dict[int, np.ndarray]], dict[int, dict]]:
     """Parse uploaded/imported files (name -> bytes) into ({frame: {obj_id: mask}}, {obj_id: object fields}).
 
     Accepted: a COCO JSON (ours or any with RLE/polygon segmentations whose file names are the frame names), DAVIS
