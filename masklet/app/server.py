@@ -8,6 +8,7 @@ prompt. Client data is parsed as JSON or read as bytes; nothing is unpickled.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -107,7 +108,11 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
         if length is not None and length.isdigit() and int(length) > max_bytes:
             return JSONResponse({"detail": f"request body of {int(length)} bytes is over the upload limit of "
                                            f"{max_bytes} bytes (max_upload_mb={max_upload_mb:g})"}, status_code=413)
-        return await call_next(request)
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        # the time spent serving, for the browser's devtools and bench/app_latency.py
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1e3:.2f}"
+        return response
 
     a = annotator
 
