@@ -32,6 +32,17 @@ from masklet.utils.rle import coco_rle_to_mask  # noqa: E402
 FRAMES, W, H = 6, 320, 180
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy shared CPU, OpenMP threads waiting on each other make the tiny model slow."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_sam2()
@@ -426,11 +437,11 @@ def test_cli_server_killed_mid_propagation_loses_nothing_shown(media_root, tmp_p
     src = DATA_DIR / "videos" / "bedroom.mp4"
     root = tmp_path / "media"
     root.mkdir()
-    write_clip(src, root / "long.mp4", 40, size=(W, H))
+    write_clip(src, root / "long.mp4", 20, size=(W, H))
     cv2  # noqa: B018 (write_clip needs OpenCV)
     ckpt = small_checkpoint_home(tmp_path, "sam2.1_t.pt") / "sam2.1_t.pt"
     project = tmp_path / "project"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "masklet.cli", "app", f"source={root}", f"model={ckpt}",
                              "port=0", "host=0.0.0.0", f"project={project}"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

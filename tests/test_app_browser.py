@@ -31,6 +31,17 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 FRAMES = 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy shared CPU, OpenMP threads waiting on each other make the tiny model slow."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class Server:
     """uvicorn serving the app in a thread on a free port."""
 

@@ -100,11 +100,13 @@ class MediaRecord:
                 path.unlink()
 
     # ------------------------------------------------------------------ history
-    def snapshot(self, frames: set[int] | list[int] = ()) -> dict[str, Any]:
-        """What an action may change: objects, prompts, next_id and the masks of `frames`."""
-        return {"objects": json.loads(json.dumps(self.state["objects"])),
-                "prompts": json.loads(json.dumps(self.state["prompts"])), "next_id": self.state["next_id"],
-                "frames": {str(t): dict(self.frames.get(t, {})) for t in frames}}
+    def snapshot(self, frames: set[int] | list[int] = (), meta: bool = True) -> dict[str, Any]:
+        """What an action may change: the masks of `frames`, and (meta) objects, prompts and next_id."""
+        snap: dict[str, Any] = {"frames": {str(t): dict(self.frames.get(t, {})) for t in frames}}
+        if meta:
+            snap.update(objects=json.loads(json.dumps(self.state["objects"])),
+                        prompts=json.loads(json.dumps(self.state["prompts"])), next_id=self.state["next_id"])
+        return snap
 
     def push_undo(self, before: dict[str, Any]) -> None:
         """Record the state before an action as an undo step; a new action clears the redo stack."""
@@ -134,11 +136,12 @@ class MediaRecord:
         if snap is None:
             raise ValueError(f"undo step {path} is missing from the project folder")
         frames = [int(t) for t in snap["frames"]]
-        self._push(target, self.snapshot(frames))
+        self._push(target, self.snapshot(frames, meta="objects" in snap))
         with suppress(OSError):
             path.unlink()
-        self.state["objects"], self.state["prompts"] = snap["objects"], snap["prompts"]
-        self.state["next_id"] = snap["next_id"]
+        if "objects" in snap:
+            self.state["objects"], self.state["prompts"] = snap["objects"], snap["prompts"]
+            self.state["next_id"] = snap["next_id"]
         for t in frames:
             self.frames[t] = dict(snap["frames"][str(t)])
             self.write_frame(t)

@@ -200,10 +200,9 @@ class Annotator:
 
     # ------------------------------------------------------------------ media
     def list_media(self) -> list[dict[str, Any]]:
-        if self.only is not None:
-            return [m for m in list_media(self.root, self.project.folder) if m["path"] == self.only] or \
-                [{"path": self.only, "kind": "video" if not self.only.lower().endswith(IMAGE_SUFFIXES) else "image",
-                  "name": Path(self.only).name}]
+        if self.only is not None:  # started on one file: list just that (not everything next to it)
+            kind = "image" if self.only.lower().endswith(IMAGE_SUFFIXES) else "video"
+            return [{"path": self.only, "kind": kind, "name": self.only}]
         return list_media(self.root, self.project.folder)
 
     def open(self, rel: str) -> dict[str, Any]:
@@ -269,7 +268,8 @@ class Annotator:
             for t, entries in record.frames.items():
                 for oid, e in entries.items():
                     if oid in presence and t < media.num_frames:
-                        presence[oid][t] = e["score"] if e["score"] is not None else 0.0
+                        # imported masks have no object score: shown as present
+                        presence[oid][t] = e["score"] if e["score"] is not None else 10.0
             return {"media": media.info(), "frame": s["frame"], "objects": s["objects"], "prompts": s["prompts"],
                     "presence": presence, "can_undo": bool(s["undo"]), "can_redo": bool(s["redo"]),
                     "job": None if self.job is None else self.job.status(), "model": self.model_name,
@@ -502,7 +502,7 @@ class Annotator:
     def _run_job(self, job: Job) -> None:
         record = self.record
         before: dict[int, dict] = {}
-        snap = record.snapshot()
+        snap = record.snapshot(meta=False)  # undo takes back the frames only, not object edits made meanwhile
         try:
             with self.lock:
                 self._ensure_video_state()
