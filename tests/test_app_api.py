@@ -315,6 +315,10 @@ def test_video_click_propagate_correct_resume(media_root, model, tmp_path):
     assert wait_job(c)["done"] == 4 + 3
     assert np.array_equal(stored_mask(c, 3), corrected)
     assert r3["mask"]["source"] == "prompt"
+    if "add_all_frames_to_correct_as_cond" in video_predictor_kwargs():
+        # the official switch: the corrected frame is a conditioning frame every later frame attends to
+        tracked = a.video_state.objects[a.video_state.index_of(1)]
+        assert 3 in tracked.cond and 3 not in tracked.non_cond
     ok(c.put("/api/frame", json={"frame": 3}))
     before = ok(c.get("/api/state"))
     masks_before = {t: ok(c.get(f"/api/masks/{t}"))["masks"] for t in range(FRAMES)}
