@@ -16,18 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR, ROOT, small_checkpoint_home, tiny_sam2, write_clip
 
 pytest.importorskip("fastapi", reason="the app needs the [app] extra: pip install 'masklet[app]'")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx: pip install 'masklet[app]'")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from masklet.app.project import write_json_atomic  # noqa: E402
-from masklet.app.server import create_app  # noqa: E402
-from masklet.app.session import Annotator, Job, video_predictor_kwargs  # noqa: E402
-from masklet.utils.rle import coco_rle_to_mask  # noqa: E402
+from masklet.app.project import write_json_atomic
+from masklet.app.server import create_app
+from masklet.app.session import Annotator, Job, video_predictor_kwargs
+from masklet.utils.rle import coco_rle_to_mask
 
 FRAMES, W, H = 6, 320, 180
 

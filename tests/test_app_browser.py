@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR, tiny_sam2, write_clip
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or \
@@ -23,10 +22,10 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     pytest.skip(f"headless browser test needs Chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER} not found; "
                 "apt-get install chromium chromium-driver)", allow_module_level=True)
 
-from selenium.webdriver import ActionChains, Chrome, ChromeOptions, Keys  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver import ActionChains, Chrome, ChromeOptions, Keys
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 FRAMES = 6
 
@@ -160,7 +159,7 @@ def test_browser_click_propagate_correct_export(tmp_path, browser):
 
     def prompt(t: int) -> None:
         pts = prompts[str(t)]["points"]
-        _, ids, logits = vp.add_new_points_or_box(st, t, 1, points=[p[:2] for p in pts], labels=[p[2] for p in pts])
+        _, _, logits = vp.add_new_points_or_box(st, t, 1, points=[p[:2] for p in pts], labels=[p[2] for p in pts])
         expected[t] = (logits[0, 0] > 0).numpy()
 
     def propagate(start: int) -> None:

@@ -6,7 +6,6 @@ Needs the [app] extra: pip install 'masklet[app]'. Nothing is imported at packag
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,10 @@ APP_ARGS: dict[str, tuple[Any, str]] = {
     "source": (".", "a folder of images / videos / frame folders (the media root), or one video or image file"),
     "model": ("sam2.1_t.pt", "checkpoint name or path (SAM 2 / 2.1 for videos; SAM and MobileSAM work on images)"),
     "port": (8008, "TCP port (0 = any free port)"),
-    "host": (None, "interface to bind; default 127.0.0.1 (this machine only). Anything else exposes the app and "
-                   "your media to the network: a warning is printed"),
-    "project": (None, "folder for prompts, masks, history and exports (default runs/app/<source name>); reopening "
-                      "it resumes where you left off"),
+    "host": (None, ("interface to bind; default 127.0.0.1 (this machine only). Anything else exposes the app and "
+                    "your media to the network: a warning is printed")),
+    "project": (None, ("folder for prompts, masks, history and exports (default runs/app/<source name>); "
+                       "reopening it resumes where you left off")),
     "device": (None, "cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)"),
     "max_upload_mb": (50, "largest import upload accepted, in MB"),
 }
@@ -105,8 +104,3 @@ def app_cli(args: dict[str, Any]) -> None:
 
 
 __all__ = ["APP_ARGS", "app_cli", "build", "serve"]
-
-if __name__ == "__main__":  # python -m masklet.app source=...
-    from ..cli import main
-
-    sys.exit(main(["app", *sys.argv[1:]]))

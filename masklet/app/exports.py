@@ -17,7 +17,7 @@ from ..utils.masks import largest_polygon, polygons_to_mask
 from ..utils.rle import coco_rle_to_mask, mask_to_coco_rle
 from ..val.datasets import write_palette_png
 from .project import write_json_atomic
-from .session import AppError, Annotator
+from .session import Annotator, AppError
 
 FORMATS = ("coco", "yolo", "davis", "mp4")
 MAX_IMPORT_MEMBERS = 100_000
@@ -33,7 +33,7 @@ def _labels(objects: list[dict]) -> list[str]:
 
 def _annotated(annotator: Annotator):
     """(frame, object, bool mask) for every stored non-empty mask, in frame then object order."""
-    media, record = annotator._require_media()
+    _, record = annotator._require_media()
     for t in sorted(record.frames):
         for obj in record.state["objects"]:
             mask = annotator.mask_array(t, obj["id"])
@@ -46,7 +46,7 @@ def export(annotator: Annotator, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise AppError(422, f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     with annotator.lock:
-        media, record = annotator._require_media()
+        media, _ = annotator._require_media()
         out = annotator.project.export_dir(media.rel)
         return {"coco": _coco, "yolo": _yolo, "davis": _davis, "mp4": _mp4}[fmt](annotator, out)
 
@@ -96,7 +96,7 @@ def _yolo(annotator: Annotator, out: Path) -> Path:
 
 
 def _davis(annotator: Annotator, out: Path) -> Path:
-    media, record = annotator._require_media()
+    media, _ = annotator._require_media()
     folder = out / "davis" / Path(media.rel).stem
     folder.mkdir(parents=True, exist_ok=True)
     label_maps: dict[int, np.ndarray] = {}
@@ -255,7 +255,7 @@ def apply_import(annotator: Annotator, masks: dict[int, dict[int, np.ndarray]], 
 
     with annotator.lock:
         annotator._require_idle()
-        media, record = annotator._require_media()
+        _, record = annotator._require_media()
         if any(not 0 < oid < 255 for oid in objects):
             raise AppError(422, f"object ids must be 1-254, got {sorted(objects)}")
         before = record.snapshot(sorted(set(record.frames) | set(masks)))

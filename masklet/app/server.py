@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from .session import AppError, Annotator, confine, overlay_rgba
+from .session import Annotator, AppError, confine, overlay_rgba
 
 STATIC = Path(__file__).with_name("static")
 DEFAULT_MAX_UPLOAD_MB = 50
@@ -155,7 +155,7 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
             media_, _ = a._require_media()
             a.check_frame(t)
             rgb = media_.frame(t)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         return Response(buf.tobytes(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/overlay/{t}")
@@ -163,7 +163,7 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
         with a.lock:
             a.check_frame(t)
             rgba = overlay_rgba(a, t)
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        _, buf = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])
         return Response(buf.tobytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/masks/{t}")
@@ -235,7 +235,7 @@ def create_app(annotator: Annotator, max_upload_mb: float = DEFAULT_MAX_UPLOAD_M
         return FileResponse(path, filename=path.name)
 
     @app.post("/api/import")
-    async def import_upload(file: UploadFile = File(...)) -> dict:
+    async def import_upload(file: Annotated[UploadFile, File()]) -> dict:
         data = bytearray()
         while chunk := await file.read(1 << 20):
             data += chunk

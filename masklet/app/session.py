@@ -7,6 +7,7 @@ progress and cancel. HTTP lives in server.py; persistence in project.py.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import threading
@@ -32,6 +33,7 @@ MAX_OBJECTS = 254  # object ids are DAVIS palette indices (255 = void)
 FEATURES_AHEAD = 4  # video frames encoded ahead of the scrubber while the user is idle
 IMAGE_EMBEDDINGS_KEPT = 8  # images whose embedding stays in memory (each ~16 MB for a 1024 px model)
 MAX_MEDIA_LISTED = 5000
+log = logging.getLogger(__name__)
 
 
 class AppError(Exception):
@@ -522,7 +524,7 @@ class Annotator:
                 frames.close()
                 if job.cancel.is_set():
                     break
-        except Exception as exc:  # shown to the user in the progress; the frames done so far are kept
+        except Exception as exc:  # noqa: BLE001 (shown to the user in the progress; frames done so far are kept)
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             with self.lock:
@@ -572,8 +574,8 @@ class Annotator:
                 if todo:
                     with torch.inference_mode():
                         self.video_predictor._features(state, todo[0])
-            except Exception:  # a frame that cannot be decoded shows up when the user goes there
-                pass
+            except Exception as exc:  # noqa: BLE001 (an unreadable frame is reported when the user goes there)
+                log.debug("encoding ahead failed: %s", exc)
             finally:
                 self.lock.release()
 
