@@ -339,6 +339,10 @@ def test_video_click_propagate_correct_resume(media_root, model, tmp_path):
         ok(c2.post("/api/propagate", json={"frame": 5, "direction": "backward"}), 202)
         assert wait_job(c2)["done"] == FRAMES
         assert np.array_equal(stored_mask(c2, 3), corrected)
+        # the multimask choice on a video: the picked candidate becomes the frame's mask prompt
+        res = ok(c2.post("/api/prompts/choice", json={"object": 2, "frame": 5, "choice": 2}))
+        assert res["choice"] == 2 and len(res["candidates"]) == 3 and res["mask"]["source"] == "prompt"
+        assert ok(c2.get("/api/state"))["prompts"]["2"]["5"]["mask"] is True
         # cancel: a propagation stopped early keeps what it wrote
         ok(c2.post("/api/propagate", json={"frame": 0, "direction": "forward"}), 202)
         ok(c2.post("/api/propagate/cancel"))
