@@ -487,3 +487,15 @@ def test_cli_server_killed_mid_propagation_loses_nothing_shown(media_root, tmp_p
         assert not list(project.rglob("*.tmp"))
     finally:
         a.close()
+
+
+def test_cli_app_mode(capsys, tmp_path):
+    from masklet.cli import main
+
+    assert main(["app", "help"]) == 0
+    out = capsys.readouterr().out
+    assert "masklet app" in out and "source=" in out and "host=" in out and "max_upload_mb=50" in out
+    assert main(["app", "prot=8000"]) == 2
+    assert "Did you mean 'port'?" in capsys.readouterr().err
+    assert main(["app", f"source={tmp_path / 'nope'}"]) == 2
+    assert "not found" in capsys.readouterr().err
