@@ -23,7 +23,7 @@ from ..data.images import IMAGE_SUFFIXES, read_image
 from ..data.sources import VIDEO_SUFFIXES, VideoFrames
 from ..predictors.image import ImagePredictor
 from ..predictors.prompts import NORMALIZED_COORDS_HINT
-from ..predictors.video import VideoPredictor
+from ..predictors.video import VideoPredictor, VideoState
 from ..utils.rle import coco_rle_to_mask, mask_to_coco_rle
 from .project import MediaRecord, Project
 
@@ -558,26 +558,39 @@ class Annotator:
 
     # ------------------------------------------------------------------ background encoding
     def _prefetch_loop(self) -> None:
-        """Encode the frames just ahead of the scrubber while nothing else runs, so a click there only decodes."""
-        while not self._stop.wait(0.3):
-            if self.job is not None and self.job.running or self.video_state is None:
+        """Encode the frames just ahead of the scrubber while no propagation runs, so a click there only decodes.
+
+        The encoder runs outside the app's lock, on a private VideoState over the same frames (the predictor's
+        own `_features`, so exactly what tracking computes); only handing the features over takes the lock, so a
+        click never waits for a frame it did not ask for."""
+        shadow = None
+        while not self._stop.wait(0.2):
+            if (self.job is not None and self.job.running) or self.video_state is None:
                 continue
-            if not self.lock.acquire(blocking=False):
-                continue
-            try:
+            with self.lock:
                 state, record = self.video_state, self.record
                 if state is None or record is None:
                     continue
                 cur = record.state["frame"]
                 todo = [t for t in range(cur, min(cur + FEATURES_AHEAD, state.num_frames))
                         if t not in state.feature_cache]
-                if todo:
-                    with torch.inference_mode():
-                        self.video_predictor._features(state, todo[0])
+                if not todo:
+                    continue
+                if shadow is None or shadow.frames is not state.frames:
+                    shadow = VideoState(state.frames, state.num_frames, state.video_height, state.video_width,
+                                        state.device, state.storage_device)
+            try:
+                with torch.inference_mode():
+                    features = self.video_predictor._features(shadow, todo[0])
             except Exception as exc:  # noqa: BLE001 (an unreadable frame is reported when the user goes there)
                 log.debug("encoding ahead failed: %s", exc)
-            finally:
-                self.lock.release()
+                continue
+            shadow.feature_cache.clear()
+            with self.lock:
+                if self.video_state is state and todo[0] not in state.feature_cache:
+                    state.feature_cache[todo[0]] = features
+                    while len(state.feature_cache) > self.video_predictor.feature_cache_size:
+                        state.feature_cache.popitem(last=False)
 
     def is_prefetched(self, t: int) -> bool:
         return self.video_state is not None and t in self.video_state.feature_cache
