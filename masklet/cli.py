@@ -21,7 +21,7 @@ from typing import Any
 
 from .api import PREDICT_ARGS
 
-MODES = ("predict", "track", "info", "annotate", "val", "train")
+MODES = ("predict", "track", "info", "annotate", "val", "train", "app")
 # Ultralytics' CLI saves predictions by default (its Python API does not)
 CLI_DEFAULTS = {"save": True}
 _BOOL_KEYS = {"multimask_output", "save", "save_txt", "save_conf", "show", "exist_ok", "verbose", "show_labels",
@@ -39,7 +39,8 @@ INFO_HELP = {"detailed": (False, "also list every parameter tensor (name, shape,
 # when there is no hook)
 EXTERNAL = {"annotate": ("masklet.api.annotate", "annotate_cli", "ANNOTATE_ARGS", "auto_annotate"),
             "val": ("masklet.val", "val_cli", "VAL_KEYS", "run"),
-            "train": ("masklet.train", "train_cli", "TRAIN_KEYS", "train")}
+            "train": ("masklet.train", "train_cli", "TRAIN_KEYS", "train"),
+            "app": ("masklet.app", "app_cli", "APP_ARGS", "serve")}
 
 MODE_HELP = {
     "predict": "segment images, videos, folders or streams (with prompts: one mask per object; without: "
@@ -49,6 +50,7 @@ MODE_HELP = {
     "annotate": "auto-annotate a folder of images (detector boxes -> SAM masks -> YOLO labels)",
     "val": "evaluate a model or score existing masks (DAVIS / SA-V J&F, interactive NoC)",
     "train": "fine-tune a SAM 2 model on images (COCO, YOLO-seg, mask PNGs) or videos (DAVIS layout)",
+    "app": "annotate images and videos in the browser: click, track, correct, export (local web app)",
 }
 
 
