@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_MODEL", "SAM", "check_imgsz", "increment_path", "model_gflop
 DEFAULT_MODEL: str = PREDICT_ARGS["model"][0]
 _FEATURE_CACHE_SIZE = 4  # encoded images kept for repeated prompts on the same image (~16 MB each, tiny/1024)
 _GFLOPS: dict[tuple, float] = {}
+BAR_DELAY_S = 1.0  # progress bars appear once a run has taken this long (quick single images print none)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -258,7 +259,8 @@ def progress_bar(total: int | None, desc: str, unit: str, disable: bool) -> Any:
     ETA, shown only once a run has taken a second (a single quick image prints no bar), gone when done."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, delay=1.0, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, delay=BAR_DELAY_S,
+                dynamic_ncols=True)
 
 
 def count_frames(items: list, vid_stride: int, max_frames: int | None) -> int | None:

@@ -21,8 +21,7 @@ class OutputExistsError(FileExistsError, ValueError):
 
 
 def _taken(path: Path) -> bool:
-    # an empty folder (made by hand, or left by an older version) holds nothing to overwrite
-    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+    return path.exists()
 
 
 def increment_path(path: str | os.PathLike, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
@@ -89,7 +88,7 @@ class RunDir:
             return self.path
         if self.exist_ok or self.mode == "refuse":
             self.path.mkdir(parents=True, exist_ok=True)
-        elif not (self.path.is_dir() and not _taken(self.path)):
+        else:
             # another run may have taken the name since it was chosen: take the next free one atomically
             self.path = increment_path(self.requested, mkdir=True)
         self.created = True
