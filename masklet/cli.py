@@ -163,6 +163,8 @@ modes:
 {modes}
 
 examples:
+  masklet predict points=[900,600] labels=[1]          (no source=: the demo image truck.jpg in masklet.ASSETS)
+  masklet track points=[210,350] labels=[1]            (no source=: the demo clip bedroom.mp4)
   masklet predict model=sam2.1_b.pt source=path/to/video.mp4
   masklet predict source=image.jpg points=[900,370] labels=[1]
   masklet predict source=image.jpg bboxes=[100,100,200,200] imgsz=1024 device=cpu

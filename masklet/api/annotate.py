@@ -93,13 +93,14 @@ def _load_sam(sam_model: Any, device: Any) -> nn.Module:
     return model
 
 
-def _mask_generator(model: nn.Module, amg_args: dict | None) -> Any:
+def _mask_generator(model: nn.Module, amg_args: dict | None, verbose: bool = False) -> Any:
     try:
         from ..predictors.everything import AutomaticMaskGenerator
     except ImportError as exc:
         raise ImportError(f"det_model=None needs masklet.predictors.everything ({exc})") from None
     try:
-        return AutomaticMaskGenerator(model, **(amg_args or {}))
+        # verbose: a bar over the grid's prompt batches of each image, as `SAM.predict` shows
+        return AutomaticMaskGenerator(model, **{"progress": verbose, **(amg_args or {})})
     except TypeError as exc:
         raise ValueError(f"amg_args: {exc}") from None
 
@@ -112,7 +113,7 @@ class _Annotator:
         self.conf, self.iou, self.max_det, self.classes = conf, iou, max_det, classes
         self.verbose = verbose
         self.stats = _Stats()
-        self.generator = _mask_generator(model, amg_args) if isinstance(source, _EverythingSource) else None
+        self.generator = _mask_generator(model, amg_args, verbose) if isinstance(source, _EverythingSource) else None
         self._predictor = None
 
     @property
