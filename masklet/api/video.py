@@ -273,8 +273,8 @@ class SAM2VideoPredictor:
                                          args["line_width"]))
             self.save_dir = writer.save_dir
         # drawn on the prompted frame (numbered as in the source, as Results.frame is)
-        self._prompts = (frame * int(args["vid_stride"]), prompt_drawing(prompts))
-        out = self._emit(run, writer, args, size, num_objects, total)
+        drawn = (frame * int(args["vid_stride"]), prompt_drawing(prompts))
+        out = self._emit(run, writer, args, size, num_objects, total, drawn)
         return out if stream else list(out)
 
     # ------------------------------------------------------------------ running
@@ -346,11 +346,12 @@ class SAM2VideoPredictor:
             yield result, 0.0, ms
 
     def _emit(self, run: Iterator[tuple[Results, float, float]], writer: RunWriter | None, args: dict[str, Any],
-              size: int, num_objects: int, total: int | None = None) -> Iterator[Results]:
+              size: int, num_objects: int, total: int | None = None,
+              prompts: tuple[int | None, Any] = (None, None)) -> Iterator[Results]:
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         count = 0
         plot = plot_args(args["show_labels"], args["show_conf"], args["show_boxes"], args["line_width"])
-        prompt_frame, drawn = getattr(self, "_prompts", (None, None))
+        prompt_frame, drawn = prompts
         bar = progress_bar(total=total, desc="track", unit="frame", disable=not args["verbose"])
         try:
             for result, _, _ in run:

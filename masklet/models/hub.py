@@ -114,7 +114,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                          f"{_EXPECTED}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt / unsafe files
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for corrupt / unsafe files
         text = str(exc)
         if "weights_only" in text or "Weights only" in text or type(exc).__name__ == "UnpicklingError":
             detail = next((line.strip() for line in text.splitlines()
