@@ -165,7 +165,7 @@ def get_model(model: Any, device: Any = None, download: bool = True) -> tuple[nn
         from ..utils.downloads import resolve_weights
         from .build import load_model
 
-        path = resolve_weights(model, download=download)
+        path = resolve_weights(model) if download else resolve_weights(model, download=False)
         return load_model(path, device=select_device(device)), path
     elif isinstance(getattr(model, "model", None), nn.Module):
         net = model.model
