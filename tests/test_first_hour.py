@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, small_checkpoint_home, tiny_sam2
+from conftest import ROOT, small_checkpoint_home
 
 import masklet
 from masklet.cli import main
@@ -24,8 +24,10 @@ from masklet.cli import main
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """MASKLET_HOME with sam2_test weights under the default model's name and an official file name."""
+    from masklet.models.build import build_model
+
     home = small_checkpoint_home(tmp_path_factory.mktemp("first_hour_home"), "sam2.1_t.pt")
-    torch.save({"model": tiny_sam2().state_dict()}, home / "sam2.1_hiera_tiny.pt")
+    torch.save({"model": build_model("sam2_test").state_dict()}, home / "sam2.1_hiera_tiny.pt")
     return home
 
 
