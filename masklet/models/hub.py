@@ -128,6 +128,18 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                          "and download it again") from None
 
 
+def _caller_level() -> int:
+    """`stacklevel` that attributes a warning to the first caller outside masklet (SAM(...), load_model(...) in the
+    user's code), however deep inside masklet it is raised."""
+    import sys
+
+    package = str(Path(__file__).resolve().parents[1])
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_name_matches(path: Path, variant: str) -> None:
     """Warn when a known checkpoint file name (sam2.1_l.pt, sam2.1_hiera_large.pt, ...) holds another variant."""
     from ..utils.downloads import variant_for_name
@@ -143,7 +155,7 @@ def check_name_matches(path: Path, variant: str) -> None:
     if named != variant:
         warnings.warn(f"{path.name} is the file name of {named}, but {path} holds {variant} weights; loading it as "
                       f"{variant} (the variant is read from the weights, not from the name). Rename the file to "
-                      f"avoid confusion.", VariantNameWarning, stacklevel=3)
+                      f"avoid confusion.", VariantNameWarning, stacklevel=_caller_level())
 
 
 def get_model(model: Any, device: Any = None, download: bool = True) -> tuple[nn.Module, Path | None]:
