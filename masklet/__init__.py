@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
+
+# Demo material shipped with the package (Apache-2.0, from Meta's SAM 2 examples; see NOTICE): truck.jpg and
+# bedroom.mp4 (2 s, 20 frames). `masklet predict` / `masklet track` use them when no source= is given.
+ASSETS: Path = Path(__file__).parent / "assets"
 
 # public name -> module that defines it
 _LAZY = {
@@ -40,7 +45,7 @@ def _available(module: str) -> bool:
 
 
 # `from masklet import *` must not fail on a part that is not installed (yet)
-__all__ = ["__version__"] + [name for name, module in _LAZY.items() if _available(module)]
+__all__ = ["__version__", "ASSETS"] + [name for name, module in _LAZY.items() if _available(module)]
 
 
 def __getattr__(name: str) -> Any:

@@ -167,6 +167,8 @@ modes:
 {modes}
 
 examples:
+  masklet predict points=[900,600] labels=[1]          (no source=: the demo image truck.jpg in masklet.ASSETS)
+  masklet track points=[210,350] labels=[1]            (no source=: the demo clip bedroom.mp4)
   masklet predict model=sam2.1_b.pt source=path/to/video.mp4
   masklet predict source=image.jpg points=[900,370] labels=[1]
   masklet predict source=image.jpg bboxes=[100,100,200,200] imgsz=1024 device=cpu
@@ -185,8 +187,10 @@ def mode_help(mode: str) -> str:
         ext = _external(mode)
         if ext is None:
             return f"masklet {mode}: {MODE_HELP[mode]}\n\n{_not_available(mode)}\n"
+        # the keys with their defaults, as for predict: the Python docstring speaks of callables and exception
+        # classes that have no command-line form
         return (f"usage: masklet {mode} key=value ...\n\n{_wrap(MODE_HELP[mode])}\n\nkeys (default):\n"
-                f"{_format_keys(list(ext.keys), ext.keys, {})}\n\n{ext.doc}\n")
+                f"{_format_keys(list(ext.keys), ext.keys, {})}\n")
     table = {**PREDICT_ARGS, **INFO_HELP}
     defaults = CLI_DEFAULTS if mode in ("predict", "track") else {}
     if mode == "track":
@@ -251,8 +255,7 @@ def run_predict(args: dict[str, Any]) -> None:
     args = {**CLI_DEFAULTS, **args}
     source = args.pop("source", None)
     if source is None:
-        raise UsageError("source= is required: an image, video, folder, glob, webcam index or stream URL, e.g. "
-                         "masklet predict source=image.jpg")
+        source = demo_source("truck.jpg")
     model = SAM(args.pop("model", None) or PREDICT_ARGS["model"][0])
     for _ in model.predict(source, stream=True, **args):
         pass  # results are printed and saved as they come; streaming keeps memory flat on long videos
@@ -264,11 +267,27 @@ def run_track(args: dict[str, Any]) -> None:
     args = {**CLI_DEFAULTS, "mode": "track", **args}
     source = args.pop("source", None)
     if source is None:
-        raise UsageError("source= is required: a video file, a folder of frames, a webcam index or a stream URL")
+        if not any(args.get(k) is not None for k in ("points", "bboxes")):
+            raise UsageError("masklet track follows the objects you prompt: give points= (with labels=) or bboxes=, "
+                             "e.g. masklet track points=[210,350] labels=[1] (the child on the left of the demo "
+                             "clip), or source=video.mp4 with prompts of your own")
+        source = demo_source("bedroom.mp4")
     call = {k: args.pop(k) for k in ("points", "labels", "bboxes", "frame") if k in args}
     predictor = SAM2VideoPredictor(overrides=args)
     for _ in predictor(source=source, stream=True, **call):
         pass
+
+
+def demo_source(name: str) -> str:
+    """A demo file shipped in masklet.ASSETS, used when the command line gives no source=."""
+    from . import ASSETS
+
+    path = ASSETS / name
+    if not path.is_file():
+        raise UsageError(f"source= is required (the demo file {path} is not in this installation)")
+    print(f"masklet: no source= given, using the demo {'clip' if path.suffix == '.mp4' else 'image'} {path}",
+          file=sys.stderr)
+    return str(path)
 
 
 def run_info(args: dict[str, Any]) -> None:

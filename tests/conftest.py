@@ -113,3 +113,37 @@ def write_clip(src, dst, frames: int, size=None) -> str:
     writer.release()
     cap.release()
     return str(dst)
+
+
+def pytest_configure(config):
+    # The fixtures put small random weights under larger models' names on purpose (README examples run offline
+    # that way); the VariantNameWarning this gives is asserted in test_first_hour.py, not repeated in every summary.
+    config.addinivalue_line("filterwarnings", "ignore:.* is the file name of .* weights; loading it as")
+
+
+def _skip_group(reason: str) -> str:
+    """A skip reason with the paths and names that differ from test to test taken out, so that one cause is
+    counted once (e.g. every missing reference fixture)."""
+    import re
+
+    reason = reason.removeprefix("Skipped: ").strip()
+    reason = re.sub(r"(?:(?<=[\s(])|^)(?:~|\.{1,2})?/[^\s,;)]+", "<path>", reason)  # absolute file paths
+    return re.sub(r"\s+", " ", reason)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skips as a grouped count of reasons (instead of -ra's line per test, which buried the result); failures
+    and errors are still listed one by one by pytest's default summary."""
+    from collections import Counter
+
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    counts: Counter = Counter()
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        counts[_skip_group(reason)] += 1
+    terminalreporter.section(f"{len(skipped)} skipped, by reason", sep="-")
+    for reason, n in counts.most_common():
+        terminalreporter.write_line(f"{n:5d}  {reason}")

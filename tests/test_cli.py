@@ -118,7 +118,7 @@ def test_help_without_torch(tmp_path):
     (["predict", "points=[1,2"], "cannot parse points=[1,2"),
     (["predict", "save=yes"], "save=yes must be True or False"),
     (["predict", "source"], "'source' needs a value"),
-    (["predict", "model=sam2.1_b.pt"], "source= is required"),
+    (["track", "model=sam2.1_b.pt"], "give points= (with labels=) or bboxes="),  # no source: the demo clip
     (["track", "multimask_output=True"], "not a valid key for 'masklet track'"),
     (["predict", "source=x.jpg", "source=y.jpg"], "source is given twice"),
 ])

@@ -22,7 +22,8 @@ PREDICT_ARGS: dict[str, tuple[Any, str]] = {
     "model": ("sam2.1_t.pt", ("checkpoint: a name (sam2_t.pt ... sam2.1_l.pt, sam_b.pt, mobile_sam.pt, official file "
                               "names) downloaded to $MASKLET_HOME, or a local file (variant read from its contents)")),
     "source": (None, ("image, video, folder, glob, webcam index (0) or stream URL; Python also takes arrays, PIL "
-                      "images and lists. Omitted in Python: the previous call's source")),
+                      "images and lists. Omitted in Python: the previous call's source; on the command line: the demo "
+                      "truck.jpg (predict) or bedroom.mp4 clip (track) in masklet.ASSETS")),
     "points": (None, ("point prompts (x, y pixels): [x,y] one object; [[x,y],[x,y]] two objects, one point each; "
                       "[[[x,y],[x,y]]] one object with two points")),
     "labels": (None, ("one label per point, 1 = foreground, 0 = background; a single number applies to all "

@@ -181,6 +181,8 @@ class Results:
     path: file path of the image or video, or a generated name ("image0") for in-memory inputs.
     names: {cls: name} of the objects. masks: `Masks` (N, H, W). boxes: `Boxes` (N, 6|7).
     speed: {"preprocess", "inference", "postprocess"} milliseconds. frame: frame index in a video (else None).
+    prompts: what was asked on this image, drawn by `plot()`: {"points": (K, 2) xy pixels, "labels": (K,) 1
+    positive / 0 negative, "bboxes": (M, 4) xyxy pixels}, or None.
     """
 
     def __init__(self, orig_img: np.ndarray, path: str, names: dict[int, str], boxes: ArrayLike | None = None,
@@ -195,6 +197,7 @@ class Results:
         self.speed = dict(speed or {"preprocess": None, "inference": None, "postprocess": None})
         self.frame = frame
         self.save_dir: str | None = None
+        self.prompts: dict[str, np.ndarray] | None = None
         self.probs = self.keypoints = self.obb = None  # other tasks' fields, for code that checks them
 
     # ------------------------------------------------------------------ container protocol
@@ -225,7 +228,7 @@ class Results:
     def new(self) -> Results:
         """An empty Results for the same image."""
         out = Results(self.orig_img, self.path, self.names, speed=self.speed, frame=self.frame)
-        out.save_dir = self.save_dir
+        out.save_dir, out.prompts = self.save_dir, self.prompts
         return out
 
     def update(self, boxes: ArrayLike | None = None, masks: ArrayLike | None = None) -> None:
@@ -286,14 +289,74 @@ class Results:
 
     tojson = to_json  # older Ultralytics name
 
+    def to_df(self, normalize: bool = False, decimals: int = 5) -> Any:
+        """A pandas DataFrame with one row per object (as Ultralytics' `Results.to_df`): name, class, confidence,
+        x1, y1, x2, y2 (pixels, or fractions of the width / height with normalize=True), area (mask pixels),
+        track_id for video objects and frame for video frames. Needs pandas (`pip install 'masklet[tables]'`)."""
+        pd = _pandas("Results.to_df")
+        rows = []
+        areas = _np(self.masks.data).reshape(len(self), -1).sum(1) if self.masks is not None and len(self) else []
+        for i, item in enumerate(self.summary(normalize=normalize, decimals=decimals)):
+            row: dict[str, Any] = {"name": item["name"], "class": item["class"], "confidence": item["confidence"],
+                                   **item["box"]}
+            if "track_id" in item:
+                row["track_id"] = item["track_id"]
+            if len(areas):
+                row["area"] = int(areas[i])
+            if self.frame is not None:
+                row["frame"] = int(self.frame)
+            rows.append(row)
+        columns = ["name", "class", "confidence", "x1", "y1", "x2", "y2"]
+        if self.masks is not None:
+            columns.append("area")
+        if self.boxes is not None and self.boxes.is_track:
+            columns.append("track_id")
+        if self.frame is not None:
+            columns.append("frame")
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_csv(self, path_or_buf: Any = None, normalize: bool = False, decimals: int = 5, **kwargs: Any) -> Any:
+        """`to_df()` as CSV (no index column): written to `path_or_buf`, or returned as a string when it is None.
+        Other keywords go to `pandas.DataFrame.to_csv`."""
+        kwargs.setdefault("index", False)
+        return self.to_df(normalize=normalize, decimals=decimals).to_csv(path_or_buf, **kwargs)
+
+    def save_crop(self, save_dir: str | os.PathLike, file_name: str | os.PathLike = "im.jpg") -> list[Path]:
+        """Save each object's box cut from the original image to `save_dir/<class name>/<file_name stem>.jpg`
+        (as Ultralytics does); a taken name gets 2, 3, ... appended, so earlier crops are never overwritten.
+        Returns the written paths, in object order. Objects with an empty mask have no box and are skipped."""
+        from ..utils.runs import increment_path
+
+        written: list[Path] = []
+        if self.boxes is None or not len(self):
+            return written
+        h, w = self.orig_shape
+        stem = Path(file_name).stem or "im"
+        cls = _np(self.boxes.cls).astype(int)
+        for i, box in enumerate(_np(self.boxes.xyxy)):
+            x1, y1 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+            x2, y2 = min(int(np.ceil(box[2])) + 1, w), min(int(np.ceil(box[3])) + 1, h)  # x2, y2 are inclusive
+            if x2 <= x1 or y2 <= y1 or (self.masks is not None and not _np(self.masks.data[i]).any()):
+                continue
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.names.get(int(cls[i]), str(cls[i])))
+            folder = Path(save_dir) / (name or "object")
+            folder.mkdir(parents=True, exist_ok=True)
+            path = increment_path(folder / f"{stem}.jpg")
+            self._write(np.ascontiguousarray(self.orig_img[y1:y2, x1:x2]), path)
+            written.append(path)
+        return written
+
     # ------------------------------------------------------------------ drawing
     def plot(self, conf: bool = True, line_width: float | None = None, font_size: float | None = None,
              labels: bool = True, boxes: bool = True, masks: bool = True, img: np.ndarray | None = None,
-             alpha: float = 0.5, pil: bool = False, save: bool = False, filename: str | None = None) -> Any:
-        """The image with masks (filled, `alpha` opacity), boxes and labels drawn on it.
+             alpha: float = 0.5, pil: bool = False, save: bool = False, filename: str | None = None,
+             prompts: bool = True) -> Any:
+        """The image with masks (filled, `alpha` opacity), boxes, labels and the prompts drawn on it.
 
         Returns an (H, W, 3) uint8 BGR array (a PIL RGB image with pil=True). img: draw on this BGR image
-        instead of `orig_img` (same size). Labels read "id:<track id> <name> <conf>".
+        instead of `orig_img` (same size). Labels read "id:<track id> <name> <conf>"; a label that would cover
+        an earlier one moves down until it is free. prompts: draw `self.prompts` as SAM 2's notebooks show them
+        (positive points green stars, negative points red stars, each with a white edge; box prompts green).
         """
         import cv2
 
@@ -319,6 +382,7 @@ class Results:
             scale = font_size / 10 if font_size else lw / 3
             thick = max(lw - 1, 1)
             xyxy, confs = _np(self.boxes.xyxy), _np(self.boxes.conf)
+            placed: list[tuple[int, int, int, int]] = []  # label rectangles drawn so far
             for i in range(n):
                 color = colors(int(keys[i]))
                 x1, y1, x2, y2 = (round(float(v)) for v in xyxy[i])
@@ -331,10 +395,14 @@ class Results:
                 (tw, th), base = cv2.getTextSize(text, 0, scale, thick)
                 above = y1 - th - 3 >= 0
                 top = y1 - th - base - 3 if above else y1
+                top, x1 = _free_spot(placed, x1, top, tw + 2, th + base + 3, im.shape[:2])
+                placed.append((x1, top, x1 + tw + 2, top + th + base + 3))
                 cv2.rectangle(im, (x1, top), (x1 + tw + 2, top + th + base + 3), color, -1, cv2.LINE_AA)
                 dark = sum(color) > 3 * 160  # light box colour: dark text
                 cv2.putText(im, text, (x1 + 1, top + th + 1), 0, scale, (0, 0, 0) if dark else (255, 255, 255),
                             thick, cv2.LINE_AA)
+        if prompts and self.prompts:
+            _draw_prompts(im, self.prompts, line_width)
         if save:
             self._write(im, filename or f"results_{Path(self.path).stem}.jpg")
         if pil:
@@ -431,3 +499,64 @@ def results_from_masks(orig_rgb: np.ndarray, path: str, masks: torch.Tensor, sco
     names = names if names is not None else {int(k): str(int(k)) for k in cls.tolist()}
     bgr = np.ascontiguousarray(orig_rgb[..., ::-1])
     return Results(bgr, path, names, boxes=data, masks=masks, speed=speed, frame=frame)
+
+
+def _pandas(what: str) -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(f"{what} needs pandas, which is not installed: pip install pandas (or pip install "
+                          "'masklet[tables]')") from None
+    return pandas
+
+
+def _free_spot(placed: list[tuple[int, int, int, int]], x: int, top: int, width: int, height: int,
+               hw: tuple[int, int]) -> tuple[int, int]:
+    """(top, x) of a label rectangle that overlaps no label drawn so far: moved down one label height at a time
+    (then right, if it runs off the bottom), so the labels of overlapping boxes stay readable."""
+    h, w = hw
+
+    def hits(t: int, left: int) -> bool:
+        return any(left < px2 and left + width > px1 and t < py2 and t + height > py1 for px1, py1, px2, py2 in placed)
+
+    left = min(max(x, 0), max(w - width, 0))
+    t = top
+    while hits(t, left):
+        t += height
+        if t + height > h:
+            t, left = top, left + width
+            if left + width > w:
+                return top, min(max(x, 0), max(w - width, 0))  # no free spot: overlap rather than vanish
+    return t, left
+
+
+def _star(center: tuple[float, float], radius: float) -> np.ndarray:
+    """The 10 corners of a five-pointed star (matplotlib's '*' marker) as int32 (10, 2)."""
+    angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+    r = np.where(np.arange(10) % 2 == 0, radius, radius * 0.4)
+    xy = np.stack([center[0] + r * np.cos(angles), center[1] + r * np.sin(angles)], axis=1)
+    return np.round(xy).astype(np.int32)
+
+
+def _draw_prompts(im: np.ndarray, prompts: dict[str, Any], line_width: float | None) -> None:
+    """Points and boxes as in SAM 2's notebooks: positive points green stars, negative red, white edges; box
+    prompts green rectangles. Drawn last, so they stay visible over masks and boxes."""
+    import cv2
+
+    lw = int(line_width or max(2, round(0.002 * (im.shape[0] + im.shape[1]))))
+    radius = max(8.0, 0.012 * (im.shape[0] + im.shape[1]))
+    for box in np.asarray(prompts.get("bboxes") if prompts.get("bboxes") is not None else []).reshape(-1, 4):
+        x1, y1, x2, y2 = (round(float(v)) for v in box)
+        cv2.rectangle(im, (x1, y1), (x2, y2), (0, 200, 0), lw, cv2.LINE_AA)
+    points = prompts.get("points")
+    if points is None:
+        return
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    labels = prompts.get("labels")
+    labels = np.ones(len(points)) if labels is None else np.asarray(labels).reshape(-1)
+    for (x, y), label in zip(points, labels):
+        if label not in (0, 1):  # padding (-1) and other special labels are not clicks
+            continue
+        star = _star((x, y), radius)
+        cv2.fillPoly(im, [star], (0, 200, 0) if label == 1 else (0, 0, 230), cv2.LINE_AA)
+        cv2.polylines(im, [star], True, (255, 255, 255), max(1, lw // 2), cv2.LINE_AA)

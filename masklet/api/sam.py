@@ -26,7 +26,9 @@ from torch import nn
 
 from ..data.preprocess import resized_hw
 from ..predictors.precision import resolve_dtype
+from ..models.hub import select_device
 from ..predictors.prompts import Prompts, official_prompts, to_model_frame
+from ..utils.runs import RunDir, increment_path
 from . import PREDICT_ARGS
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
 from .results import Results, check_gui, results_from_masks
@@ -36,65 +38,10 @@ __all__ = ["DEFAULT_MODEL", "SAM", "check_imgsz", "increment_path", "model_gflop
 DEFAULT_MODEL: str = PREDICT_ARGS["model"][0]
 _FEATURE_CACHE_SIZE = 4  # encoded images kept for repeated prompts on the same image (~16 MB each, tiny/1024)
 _GFLOPS: dict[tuple, float] = {}
+BAR_DELAY_S = 1.0  # progress bars appear once a run has taken this long (quick single images print none)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
-    """`path` if it is free (or exist_ok), else path2, path3, ... (runs/segment/predict -> predict2).
-
-    With mkdir=True the folder is created, atomically, so two runs started together get different folders.
-    """
-    path = Path(path)
-    if exist_ok:
-        if mkdir:
-            path.mkdir(parents=True, exist_ok=True)
-        return path
-    suffix = path.suffix if path.is_file() else ""
-    stem = path.with_suffix("") if suffix else path
-    for n in range(1, 100000):
-        candidate = path if n == 1 else Path(f"{stem}{sep}{n}{suffix}")
-        if mkdir:
-            candidate.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                candidate.mkdir()
-                return candidate
-            except FileExistsError:
-                continue
-        elif not candidate.exists():
-            return candidate
-    raise RuntimeError(f"no free name for {path} (tried up to {stem}{sep}99999)")
-
-
-def select_device(device: Any, current: torch.device) -> torch.device:
-    """Ultralytics-style device spec -> torch.device: None (keep `current`), "cpu", "cuda", "cuda:1", 0 / "0"
-    (= cuda:0), "0,1" (the first), "mps"."""
-    if device is None or device == "":
-        return current
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        text = str(device).strip().lower().replace(" ", "")
-        if isinstance(device, (int, np.integer)) and not isinstance(device, bool) or text.split(",")[0].isdigit():
-            dev = torch.device(f"cuda:{text.split(',')[0]}")
-        else:
-            try:
-                dev = torch.device(text)
-            except RuntimeError:
-                raise ValueError(f"device={device!r} is not a device: use cpu, cuda, cuda:N, N (a GPU index) or "
-                                 "mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} asks for a GPU but CUDA is not available (torch "
-                             f"{torch.__version__}); use device=cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r}: MPS is not available on this machine; use device=cpu")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r} is not supported: use cpu, cuda, cuda:N or mps")
-    return dev
-
-
 def native_size(model: nn.Module) -> int:
     config = getattr(model, "config", None)
     size = getattr(config, "image_size", None)
@@ -231,14 +178,21 @@ class RunWriter:
     """Writes what a run saves under its folder: annotated images (name.jpg), annotated videos (stem.mp4,
     OpenCV mp4v) and YOLO label files (labels/stem.txt, labels/stem_<frame>.txt for videos)."""
 
-    def __init__(self, save_dir: Path, save: bool, save_txt: bool, save_conf: bool,
+    def __init__(self, run_dir: RunDir, save: bool, save_txt: bool, save_conf: bool,
                  plot_args: dict[str, Any]) -> None:
-        self.save_dir, self.save, self.save_txt, self.save_conf = save_dir, save, save_txt, save_conf
+        # the folder is created at the first file written: a run that fails before leaves nothing behind
+        self.run_dir, self.save, self.save_txt, self.save_conf = run_dir, save, save_txt, save_conf
         self.plot_args = plot_args
         self.writers: dict[str, Any] = {}
         self.saved: list[Path] = []
 
+    @property
+    def save_dir(self) -> Path:
+        return self.run_dir.path
+
     def add(self, result: Results, name: str, is_video: bool, fps: float | None = None) -> None:
+        if self.save or self.save_txt:
+            self.run_dir.ensure()
         result.save_dir = str(self.save_dir)
         stem = _item_stem(name)
         if self.save_txt:
@@ -294,22 +248,72 @@ def check_common(task: Any, mode: Any, vid_stride: Any, max_frames: Any, conf: A
         raise ValueError(f"conf must be a number between 0 and 1, got {conf!r}")
 
 
-def make_save_dir(project: Any, name: Any, default_name: str, exist_ok: bool) -> Path:
-    return increment_path(Path(project or PREDICT_ARGS["project"][0]) / str(name or default_name), exist_ok=exist_ok,
-                          mkdir=True)
+def make_save_dir(project: Any, name: Any, default_name: str, exist_ok: bool) -> RunDir:
+    """project/name, or the next free project/name2, name3, ... (exist_ok: project/name itself), created when
+    the first file is written."""
+    return RunDir(Path(project or PREDICT_ARGS["project"][0]) / str(name or default_name), exist_ok=exist_ok)
 
 
-def load_sam_model(model: str | Path | nn.Module) -> tuple[nn.Module, Path | None]:
-    """(module, checkpoint path) for a checkpoint name / path (downloaded when needed) or a ready module."""
-    if isinstance(model, nn.Module):
-        return model.eval(), None
-    if not isinstance(model, (str, Path)):
-        raise TypeError(f"model must be a checkpoint name or path (e.g. 'sam2.1_b.pt'), got {type(model).__name__}")
-    from ..models.build import load_model
-    from ..utils.downloads import resolve_weights
+def progress_bar(total: int | None, desc: str, unit: str, disable: bool) -> Any:
+    """The frame / image bar of predict and track, in the style of val, annotate and propagate_in_video: rate and
+    ETA, shown only once a run has taken a second (a single quick image prints no bar), gone when done."""
+    from tqdm.auto import tqdm
 
-    path = resolve_weights(model)
-    return load_model(path), path
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, leave=False, delay=BAR_DELAY_S,
+                dynamic_ncols=True)
+
+
+def count_frames(items: list, vid_stride: int, max_frames: int | None) -> int | None:
+    """Images and (used) video frames of a source, or None when a stream has no known length."""
+    n = 0
+    for item in items:
+        if item.kind == "image":
+            n += 1
+            continue
+        length = _video_length(item.path) if item.kind == "video" and item.path else None
+        if length is None:
+            data = getattr(item, "data", None)
+            if not isinstance(data, (np.ndarray, list, tuple)):
+                return None  # a webcam, URL or generator: no known length
+            length = len(data)
+        used = (length + vid_stride - 1) // vid_stride
+        n += min(used, max_frames) if max_frames else used
+    return n
+
+
+def everything_note(generator: Any, items: list, vid_stride: int, max_frames: int | None) -> str:
+    """What segment-everything will cost, said before it starts."""
+    per_side = getattr(generator, "points_per_side", None)
+    grid = getattr(generator, "point_grids", None)
+    n_points = len(grid[0]) if grid is not None and len(grid) else (per_side or 32) ** 2
+    frames = count_frames(items, vid_stride, max_frames)
+    what = f"{frames} image(s) / frame(s)" if frames is not None else "every frame of the stream"
+    estimate = f" (~{frames} min on a CPU)" if frames is not None and frames > 1 else ""
+    return (f"No points, bboxes or masks given: segmenting everything on {what}{estimate}: a grid of {n_points} "
+            f"point prompts is decoded on each, about 1 min per image on a 2-core CPU with sam2.1_t (seconds on a "
+            f"GPU). Pass points=[x,y] or bboxes=[x1,y1,x2,y2] to segment only what you point at.")
+
+
+def prompt_drawing(prompts: Prompts) -> dict[str, np.ndarray] | None:
+    """The prompts as `Results.prompts` draws them: flat points (K, 2) with labels (K,), bboxes (M, 4)."""
+    if prompts.empty:
+        return None
+    out: dict[str, np.ndarray] = {}
+    if prompts.points is not None:
+        out["points"] = np.asarray(prompts.points, dtype=np.float64).reshape(-1, 2)
+        labels = prompts.labels if prompts.labels is not None else np.ones(prompts.points.shape[:2])
+        out["labels"] = np.asarray(labels).reshape(-1)
+    if prompts.boxes is not None:
+        out["bboxes"] = np.asarray(prompts.boxes, dtype=np.float64).reshape(-1, 4)
+    return out
+
+
+def load_sam_model(model: str | Path | nn.Module, device: Any = None) -> tuple[nn.Module, Path | None]:
+    """(module, checkpoint path) for a checkpoint name / path (downloaded when needed) or a ready module; see
+    `masklet.models.hub.get_model`."""
+    from ..models.hub import get_model
+
+    return get_model(model, device)
 
 
 # ---------------------------------------------------------------------------------------------- SAM
@@ -329,6 +333,7 @@ class SAM:
         self.predictor: Any = None  # the ImagePredictor of the last image (features set)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._last_source: Any = None
+        self.save_dir: Path | None = None  # run folder of the last predict(save=True)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -419,7 +424,7 @@ class SAM:
             raise unknown_keyword("predict", next(iter(everything_kwargs)), list(PREDICT_ARGS))
         self.to(device)
         precision = resolve_dtype(dtype, half, self.device)
-        generator = self._everything(everything_kwargs, precision) if everything else None
+        generator = self._everything(everything_kwargs, precision, verbose) if everything else None
         size = check_imgsz(self.model, imgsz)
         apply_imgsz(self.model, size)
         if source is None:
@@ -433,16 +438,19 @@ class SAM:
         self._last_source = source
         if show:
             check_gui()
+        if generator is not None and verbose:
+            print(everything_note(generator, items, vid_stride, max_frames), flush=True)
         writer = None
         if save or save_txt:
             writer = RunWriter(make_save_dir(project, name, "predict", exist_ok), save, save_txt, save_conf,
                                plot_args(show_labels, show_conf, show_boxes, line_width))
+        self.save_dir = writer.save_dir if writer is not None else None
         run = self._run(items, prompts, mask_prompt, generator, multimask_output, conf if everything else None,
                         precision, writer, show, verbose, vid_stride, max_frames, size,
                         plot_args(show_labels, show_conf, show_boxes, line_width))
         return run if stream else list(run)
 
-    def _everything(self, kwargs: dict[str, Any], precision: torch.dtype) -> Any:
+    def _everything(self, kwargs: dict[str, Any], precision: torch.dtype, verbose: bool = False) -> Any:
         try:
             from ..predictors.everything import AutomaticMaskGenerator
         except ImportError as exc:
@@ -455,6 +463,8 @@ class SAM:
                 raise unknown_keyword("predict", key, list(PREDICT_ARGS) + valid)
         if "output_mode" in valid:
             kwargs = {**kwargs, "output_mode": "binary_mask"}
+        if "progress" in valid and "progress" not in kwargs:
+            kwargs["progress"] = verbose  # a bar over the grid's prompt batches of each image
         return AutomaticMaskGenerator(self.model, **kwargs, dtype=precision)
 
     def _frames(self, item: Any, vid_stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
@@ -476,6 +486,10 @@ class SAM:
              vid_stride: int, max_frames: int | None, size: int, plot: dict[str, Any]) -> Iterator[Results]:
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         count = 0
+        drawn = prompt_drawing(prompts)
+        bar = progress_bar(total=count_frames(items, vid_stride, max_frames), desc="predict",
+                           unit="frame" if any(i.kind != "image" for i in items) else "image",
+                           disable=not verbose)
         try:
             for k, item in enumerate(items):
                 is_video = item.kind != "image"
@@ -500,6 +514,7 @@ class SAM:
                     with post:
                         result = results_from_masks(image, item.path or item.name, masks, scores,
                                                     frame=index if is_video else None)
+                    result.prompts = drawn
                     result.speed = {"preprocess": pre.ms, "inference": inf.ms, "postprocess": post.ms}
                     for key in totals:
                         totals[key] += result.speed[key]
@@ -511,18 +526,22 @@ class SAM:
                     if verbose:
                         where = (f"video {k + 1}/{len(items)} (frame {index + 1}{f'/{total}' if total else ''})"
                                  if is_video else f"image {k + 1}/{len(items)}")
-                        print(f"{where} {item.path or item.name}: {size}x{size} {result.verbose()}, "
-                              f"{inf.ms:.1f}ms")
+                        bar.write(f"{where} {item.path or item.name}: {size}x{size} {result.verbose()}, "
+                                  f"{inf.ms:.1f}ms")
+                    bar.update(1)
                     yield result
         finally:
+            bar.close()
             if writer is not None:
                 writer.close()
         if verbose and count:
             print(f"Speed: {totals['preprocess'] / count:.1f}ms preprocess, {totals['inference'] / count:.1f}ms "
                   f"inference, {totals['postprocess'] / count:.1f}ms postprocess per image at shape "
                   f"(1, 3, {size}, {size})")
-            if writer is not None:
+            if writer is not None and writer.run_dir.created:
                 print(f"Results saved to {writer.save_dir}")
+        if writer is not None:
+            self.save_dir = writer.save_dir
 
     # ------------------------------------------------------------------ one image
     def _encoded(self, image: np.ndarray, cacheable: bool, precision: torch.dtype) -> Any:

@@ -35,6 +35,8 @@ from .sam import (
     make_save_dir,
     model_device,
     plot_args,
+    progress_bar,
+    prompt_drawing,
     select_device,
     unknown_keyword,
 )
@@ -245,26 +247,34 @@ class SAM2VideoPredictor:
                                  f"vid_stride / max_frames)")
             _check_objects(object_prompts, frames.height, frames.width)
             state = self.init_state(frames)
-            for obj_id, (p, m) in enumerate(object_prompts, start=1):
-                if m is not None:
-                    self.add_new_mask(state, frame, obj_id, m)
-                else:
-                    self.add_new_points_or_box(state, frame, obj_id, points=p[0], labels=p[1], box=p[2])
-            run = self._track_video(state, frames, frame, source)
+            prompt_time = _Timer()  # the prompted frame's image encode happens here: its time counts for that frame
+            with prompt_time:
+                for obj_id, (p, m) in enumerate(object_prompts, start=1):
+                    if m is not None:
+                        self.add_new_mask(state, frame, obj_id, m)
+                    else:
+                        self.add_new_points_or_box(state, frame, obj_id, points=p[0], labels=p[1], box=p[2])
+            run = self._track_video(state, frames, frame, source, prompt_time.ms)
+            total = len(frames)
         else:
             from ..data.sources import iter_stream
 
             run = self._track_stream(iter_stream(source), object_prompts, frame, args["vid_stride"],
                                      args["max_frames"], source)
+            total = args["max_frames"]
         self._last_source = source
         writer = None
         if args["save"] or args["save_txt"]:
             # like Ultralytics, the run folder is named after the mode: runs/segment/predict for mode="predict"
-            self.save_dir = make_save_dir(args["project"], args["name"], args["mode"] or "track", args["exist_ok"])
-            writer = RunWriter(self.save_dir, args["save"], args["save_txt"], args["save_conf"],
+            # (created at the first file written: a run that fails before leaves no empty folder)
+            writer = RunWriter(make_save_dir(args["project"], args["name"], args["mode"] or "track", args["exist_ok"]),
+                               args["save"], args["save_txt"], args["save_conf"],
                                plot_args(args["show_labels"], args["show_conf"], args["show_boxes"],
                                          args["line_width"]))
-        out = self._emit(run, writer, args, size, num_objects)
+            self.save_dir = writer.save_dir
+        # drawn on the prompted frame (numbered as in the source, as Results.frame is)
+        drawn = (frame * int(args["vid_stride"]), prompt_drawing(prompts))
+        out = self._emit(run, writer, args, size, num_objects, total, drawn)
         return out if stream else list(out)
 
     # ------------------------------------------------------------------ running
@@ -277,8 +287,8 @@ class SAM2VideoPredictor:
         return results_from_masks(image, path, masks[keep], conf[keep], ids=ids, classes=[i - 1 for i in ids],
                                   names={k: str(k) for k in range(num_objects)}, frame=frame_idx)
 
-    def _track_video(self, state: Any, frames: _FrameSubset, frame: int,
-                     source: Any) -> Iterator[tuple[Results, float, float]]:
+    def _track_video(self, state: Any, frames: _FrameSubset, frame: int, source: Any,
+                     prompt_ms: float = 0.0) -> Iterator[tuple[Results, float, float]]:
         path = str(frames.path) if frames.path is not None else getattr(frames, "name", "video")
         n = len(state.objects)
 
@@ -291,7 +301,7 @@ class SAM2VideoPredictor:
         for idx, ids, logits, ms in reversed(earlier):
             yield self._timed_result(frames, idx, path, logits, n, ids, ms)
         for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, progress=False)):
-            yield self._timed_result(frames, idx, path, logits, n, ids, ms)
+            yield self._timed_result(frames, idx, path, logits, n, ids, ms + (prompt_ms if idx == frame else 0.0))
 
     def _timed_result(self, frames: _FrameSubset, idx: int, path: str, logits: torch.Tensor, n: int,
                       ids: list[int], inference_ms: float) -> tuple[Results, float, float]:
@@ -336,12 +346,17 @@ class SAM2VideoPredictor:
             yield result, 0.0, ms
 
     def _emit(self, run: Iterator[tuple[Results, float, float]], writer: RunWriter | None, args: dict[str, Any],
-              size: int, num_objects: int) -> Iterator[Results]:
+              size: int, num_objects: int, total: int | None = None,
+              prompts: tuple[int | None, Any] = (None, None)) -> Iterator[Results]:
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         count = 0
         plot = plot_args(args["show_labels"], args["show_conf"], args["show_boxes"], args["line_width"])
+        prompt_frame, drawn = prompts
+        bar = progress_bar(total=total, desc="track", unit="frame", disable=not args["verbose"])
         try:
             for result, _, _ in run:
+                if result.frame == prompt_frame:
+                    result.prompts = drawn
                 for key in totals:
                     totals[key] += result.speed[key]
                 count += 1
@@ -353,17 +368,20 @@ class SAM2VideoPredictor:
                 if args["show"]:
                     result.show(**plot)
                 if args["verbose"]:
-                    print(f"video 1/1 (frame {result.frame}) {result.path}: {size}x{size} {result.verbose()}, "
-                          f"{result.speed['inference']:.1f}ms")
+                    bar.write(f"video 1/1 (frame {result.frame}) {result.path}: {size}x{size} {result.verbose()}, "
+                              f"{result.speed['inference']:.1f}ms")
+                bar.update(1)
                 yield result
         finally:
+            bar.close()
             if writer is not None:
                 writer.close()
+                self.save_dir = writer.save_dir
         if args["verbose"] and count:
             print(f"Speed: {totals['preprocess'] / count:.1f}ms preprocess, {totals['inference'] / count:.1f}ms "
                   f"inference, {totals['postprocess'] / count:.1f}ms postprocess per frame at shape "
                   f"(1, 3, {size}, {size}), {num_objects} object(s)")
-            if writer is not None:
+            if writer is not None and writer.run_dir.created:
                 print(f"Results saved to {writer.save_dir}")
 
 

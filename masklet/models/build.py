@@ -77,25 +77,33 @@ def infer_variant(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def load_model(checkpoint: Union[str, Path, dict], variant: str | None = None,
-               device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """Load a model from a checkpoint file (or an already loaded state_dict).
+               device: Union[str, torch.device, None] = None, download: bool = True) -> nn.Module:
+    """Load a model from a checkpoint name, file (or an already loaded state_dict).
 
-    The file is read with `torch.load(weights_only=True)` (no pickled code runs); weights of any float
-    dtype are cast to float32. The variant is inferred from the state_dict's keys and shapes unless given.
+    checkpoint: an existing file, or a known name (`sam2.1_t.pt`, `sam2.1_hiera_tiny.pt`, `sam_b.pt`, ...) looked
+    up in `$MASKLET_HOME` and downloaded there when missing (download=False: FileNotFoundError instead), as
+    `masklet.models.hub.get_model` does for every entry point. The file is read with
+    `torch.load(weights_only=True)` (no pickled code runs); weights of any float dtype are cast to float32. The
+    variant is inferred from the state_dict's keys and shapes unless given; a known file name holding another
+    variant's weights loads with a `VariantNameWarning` naming both. device: None puts the model on the first GPU
+    when there is one, else the CPU (see `masklet.models.hub.select_device`).
+
+    Raises UnknownWeightsError (a FileNotFoundError) for a missing file with an unknown name, ValueError for a
+    file that is not a checkpoint or not a SAM state_dict.
     """
+    from .hub import check_name_matches, read_checkpoint, select_device
+
+    path = None
     if isinstance(checkpoint, (str, Path)):
-        path = Path(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt/unsafe files
-            raise ValueError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}. The file may be incomplete "
-                             "(delete it and download again) or not a PyTorch checkpoint.") from None
-        state_dict = extract_state_dict(obj, str(path))
+        from ..utils.downloads import resolve_weights
+
+        path = resolve_weights(checkpoint, download=download)
+        state_dict = extract_state_dict(read_checkpoint(path), str(path))
     else:
         state_dict = extract_state_dict(checkpoint)
     name = canonical_variant(variant) if variant else infer_variant(state_dict)
+    if path is not None and not variant:
+        check_name_matches(path, name)
     model = build_model(name)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -106,7 +114,7 @@ def load_model(checkpoint: Union[str, Path, dict], variant: str | None = None,
                          f"{unexpected[:8]}, other shapes {bad_shapes[:8]}")
     converted = {k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}
     model.load_state_dict(converted, strict=True)
-    return model.to(device).eval()
+    return model.to(select_device(device)).eval()
 
 
 def compile_model(model: nn.Module, components: tuple[str, ...] = ("image_encoder", "memory_attention"),

@@ -108,22 +108,12 @@ def _select_device(device: Any) -> "torch.device":
 
 
 def _prepare_model(model: Any, device: Any) -> tuple["nn.Module", str]:
-    """(model on its device, a name for the report) from a checkpoint name/path, a model or a SAM wrapper."""
-    import torch.nn as nn
+    """(model on its device, a name for the report) from a checkpoint name/path, a model or a SAM wrapper, by
+    `masklet.models.hub.get_model` (the one name -> model path and device rule of every entry point)."""
+    from ..models.hub import get_model
 
-    if isinstance(model, (str, os.PathLike)):
-        from ..models.build import load_model
-        from ..utils.downloads import resolve_weights
-
-        path = resolve_weights(model)
-        return load_model(path, device=_select_device(device)), str(model)
-    net = model if isinstance(model, nn.Module) else getattr(model, "model", None)  # masklet.SAM keeps it in .model
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"model must be a checkpoint name or path (e.g. sam2.1_b.pt) or a loaded masklet model, got "
-                        f"{type(model).__name__}")
-    if device is not None and device != "":
-        net = net.to(_select_device(device))  # no device given: keep the caller's model where it is
-    return net.eval(), type(net).__name__
+    net, _ = get_model(model, device)
+    return net, str(model) if isinstance(model, (str, os.PathLike)) else type(net).__name__
 
 
 def _native_size(net: "nn.Module") -> int:
@@ -155,25 +145,15 @@ def _resolve_dtype(dtype: Any, device: "torch.device") -> "torch.dtype":
     return resolve_dtype(dtype)
 
 
-def _increment_dir(path: Path) -> Path:
-    """`path`, else path2, path3, ... whichever is free; created atomically so parallel runs never share one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 100000):
-        candidate = path if n == 1 else path.with_name(f"{path.name}{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free run folder for {path} (tried up to {path.name}99999)")
-
-
 def _make_save_dir(save_dir: Optional[PathLike], task: str) -> Path:
-    if save_dir is None:
-        return _increment_dir(Path("runs") / "val" / task)
-    out = Path(save_dir)
-    out.mkdir(parents=True, exist_ok=True)  # an explicit folder is used as given, even when it exists
-    return out
+    """runs/val/<task>, <task>2, ... by default; a named save_dir that already holds files is not written into:
+    the next free save_dir2, save_dir3, ... is used instead (one rule for every writer, `masklet.utils.runs`)."""
+    from ..utils.runs import RunDir
+
+    run_dir = RunDir(Path("runs") / "val" / task if save_dir is None else save_dir)
+    if save_dir is not None and run_dir.path != Path(save_dir).expanduser():
+        print(f"val: {save_dir} already exists; writing to {run_dir.path}")
+    return run_dir.ensure()
 
 
 def _progress(iterable: Any = None, **kwargs: Any) -> Any:
