@@ -148,8 +148,9 @@ def official_prompts(point_coords: Any = None, point_labels: Any = None, box: An
             raise PromptError(f"{pc} must have shape (N, 2) or (B, N, 2) as (x, y) pixels, got "
                               f"{_shape(point_coords)}")
         if labels.ndim != 2 or labels.shape != coords.shape[:2]:
-            raise PromptError(f"{pl} must have one label per point: {coords.shape[:2]} expected for "
-                              f"{pc} {_shape(point_coords)}, got {_shape(point_labels)}")
+            want = _shape(point_coords)[:-1] if coords.ndim == 3 else "(N,) or (B, N)"
+            raise PromptError(f"{pl} must have one label per point: shape {want} for {pc} of shape "
+                              f"{_shape(point_coords)}, got {_shape(point_labels)}")
         if coords.shape[1] == 0 or coords.shape[0] == 0:
             raise PromptError(f"{pc} is empty; pass at least one point or use {pc}=None")
         if not np.isin(labels, (0, 1, 2, 3, -1)).all():
