@@ -459,10 +459,11 @@ def test_binary_mask_on_256_image_reference_model():
 def test_float_image_size_mask_is_an_error(predictor, sam, image):
     """A float array of the image's size is neither logits (wrong size) nor a binary mask (wrong dtype)."""
     mask = _binary_masks()[0].astype(np.float32)
-    with pytest.raises(PromptError, match=r"mask_input of shape \(96, 128\) with dtype float32: a float mask_input "
-                                          r"is low-resolution logits \(1, 64, 64\).*bool / uint8.*mask > 0.5"):
+    with pytest.raises(PromptError, match=r"mask_input must be low-resolution logits \(1, 64, 64\) or "
+                                          r"\(B, 1, 64, 64\) when float.*binary mask of the image's size \(96, 128\) "
+                                          r"as bool / uint8.*got shape \(96, 128\) with dtype float32"):
         predictor.predict(mask_input=mask)
-    with pytest.raises(PromptError, match=r"masks of shape \(96, 128\) with dtype float32"):
+    with pytest.raises(PromptError, match=r"masks must be .*got shape \(96, 128\) with dtype float32"):
         sam(image, masks=mask, verbose=False)
 
 

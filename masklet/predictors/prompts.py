@@ -290,10 +290,9 @@ def mask_prompt(mask: Any, mask_size: tuple[int, int], image_hw: tuple[int, int]
         hint = ""
         if image_hw is not None:
             h, w = image_hw
-            hint = (f", or a binary mask of the image's size as bool / uint8 ((H, W) = ({h}, {w}), e.g. "
-                    f"mask > 0.5)")
-        raise PromptError(f"{name} of shape {got} with dtype {arr.dtype}: a float {name} is low-resolution logits "
-                          f"{logit_shapes} (e.g. the low_res_logits of an earlier prediction){hint}")
+            hint = f", or a binary mask of the image's size ({h}, {w}) as bool / uint8 (e.g. mask > 0.5)"
+        raise PromptError(f"{name} must be low-resolution logits {logit_shapes} when float (e.g. the "
+                          f"low_res_logits of an earlier prediction){hint}; got shape {got} with dtype {arr.dtype}")
     return masks
 
 
