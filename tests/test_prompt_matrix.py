@@ -311,7 +311,7 @@ def test_sam_api_binary_mask_matches_predictor(sam, predictor, image):
     """The SAM API and the image predictor read a binary mask prompt the same way."""
     mask = _binary_masks()[1]
     r = sam(image, masks=mask, verbose=False)[0]
-    masks, iou, _ = predictor.predict(mask_input=mask, multimask_output=False)
+    masks, _iou, _ = predictor.predict(mask_input=mask, multimask_output=False)
     assert torch.equal(r.masks.data[0], torch.from_numpy(masks[0]))
 
 
@@ -352,8 +352,8 @@ def test_video_points_or_box_batch_of_one(video, points, labels, box):
     ({"points": POINTS[:2], "labels": LABELS[:2], "box": BOXES[0]}, ["points (2, 2, 2)", "box (4,)"]),
     ({"points": POINTS[:N], "labels": LABELS[:N], "box": BOXES[:M]}, ["3 point sets and 2 boxes",
                                                                       "different numbers of objects"]),
-    ({"points": POINTS[0], "labels": [1, 0, 1]}, ["labels must have one label per point: shape (2,) for points "
-                                                   "of shape (2, 2), got (3,)"]),
+    ({"points": POINTS[0], "labels": [1, 0, 1]}, [("labels must have one label per point: shape (2,) for points "
+                                                   "of shape (2, 2), got (3,)")]),
 ])
 def test_video_points_or_box_errors(video, kw, parts):
     vp, state = video
@@ -361,7 +361,9 @@ def test_video_points_or_box_errors(video, kw, parts):
     with pytest.raises(PromptError) as err:
         vp.add_new_points_or_box(state, 0, 1, **kw)
     text = str(err.value)
-    accepted = [] if parts[0].startswith("labels must") else ["accepted: points (N, 2) with labels (N,) and/or box (4,)"]
+    accepted = ["accepted: points (N, 2) with labels (N,) and/or box (4,)"]
+    if parts[0].startswith("labels must"):
+        accepted = []
     for part in parts + accepted:
         assert part in text, f"{part!r} missing from the error: {text}"
 
@@ -443,8 +445,8 @@ def test_binary_mask_on_mask_size_image_tiny(model):
 
 def test_binary_mask_on_256_image_reference_model():
     """The reported case on the reference model (mask input 256x256): a 256x256 image with a 0/1 mask."""
-    from masklet.models.build import load_model
     from masklet.data.images import read_image
+    from masklet.models.build import load_model
 
     model = load_model(reference_file("sam2.1_hiera_t_random.pt"))
     truck = read_image(data_file("images/truck.jpg"))
@@ -469,9 +471,23 @@ def test_float_image_size_mask_is_an_error(predictor, sam, image):
 
 @pytest.mark.parametrize("value, message", [
     (np.arange(H * W).reshape(H, W) % 3, r"integer mask with values \[0, 1, 2\]"),
-    (np.zeros((64, 64), bool), r"mask_input of shape \(64, 64\) is not a binary mask of the image's size: "
-                               r"expected \(96, 128\), \(B, 96, 128\) or \(B, 1, 96, 128\)"),
+    (np.zeros((64, 64), bool), (r"mask_input of shape \(64, 64\) is not a binary mask of the image's size: "
+                               r"expected \(96, 128\), \(B, 96, 128\) or \(B, 1, 96, 128\)")),
 ])
 def test_binary_mask_errors(predictor, value, message):
     with pytest.raises(PromptError, match=message):
         predictor.predict(mask_input=value)
+
+
+def test_binary_mask_logits_follow_the_input_layout():
+    """SAM 1 inputs are resized along the longest side and padded at the bottom / right: a full-image mask
+    covers the top half of a 2:1 image's logits and the padding is background (-10); SAM 2 stretches it."""
+    from masklet.data.preprocess import InputSpec
+    from masklet.predictors.prompts import binary_mask_logits
+
+    full = np.ones((1, 50, 100), bool)
+    sam1 = binary_mask_logits(full, InputSpec(1024, "longest"), (256, 256))[0, 0]
+    assert sam1.shape == (256, 256)
+    assert np.allclose(sam1[:120], 10.0) and np.allclose(sam1[136:], -10.0)
+    sam2 = binary_mask_logits(full, InputSpec(1024, "square"), (256, 256))[0, 0]
+    assert np.allclose(sam2, 10.0)

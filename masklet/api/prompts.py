@@ -157,7 +157,8 @@ def with_mask_prompt(prompts: Prompts, masks: np.ndarray | None, image_hw: tuple
     every kind broadcast to the same B (see `masklet.predictors.prompts.mask_prompt` for how masks are read)."""
     if masks is None:
         return prompts
-    full = Prompts(prompts.points, prompts.labels, prompts.boxes, mask_prompt(masks, mask_size, image_hw, spec, "masks"))
+    logits = mask_prompt(masks, mask_size, image_hw, spec, "masks")
+    full = Prompts(prompts.points, prompts.labels, prompts.boxes, logits)
     given = {k: (name, _shape(getattr(prompts, k)), noun) for k, name, noun in
              (("boxes", "bboxes", "bboxes"), ("points", "points", "point groups"))}
     given["masks"] = ("masks", str(masks.shape), "masks")

@@ -148,9 +148,8 @@ def official_prompts(point_coords: Any = None, point_labels: Any = None, box: An
             raise PromptError(f"{pc} must have shape (N, 2) or (B, N, 2) as (x, y) pixels, got "
                               f"{_shape(point_coords)}")
         if labels.ndim != 2 or labels.shape != coords.shape[:2]:
-            want = _shape(point_coords)[:-1] if coords.ndim == 3 else "(N,) or (B, N)"
-            raise PromptError(f"{pl} must have one label per point: shape {want} for {pc} of shape "
-                              f"{_shape(point_coords)}, got {_shape(point_labels)}")
+            raise PromptError(f"{pl} must have one label per point: shape {_shape(point_coords)[:-1]} for {pc} of "
+                              f"shape {_shape(point_coords)}, got {_shape(point_labels)}")
         if coords.shape[1] == 0 or coords.shape[0] == 0:
             raise PromptError(f"{pc} is empty; pass at least one point or use {pc}=None")
         if not np.isin(labels, (0, 1, 2, 3, -1)).all():
@@ -230,7 +229,8 @@ def binary_masks(mask: Any, image_hw: tuple[int, int], name: str = "mask", allow
     if arr.dtype.kind in "iu":
         if set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}:
             return arr > 0
-        raise PromptError(f"{name} is an integer mask with values {values[:8].tolist()}{'...' if len(values) > 8 else ''}"
+        more = "..." if len(values) > 8 else ""
+        raise PromptError(f"{name} is an integer mask with values {values[:8].tolist()}{more}"
                           f": a binary mask holds 0/1 or 0/255 (or is bool); threshold it first, e.g. mask > 127")
     if allow_float and set(values.tolist()) <= {0.0, 1.0}:
         return arr > 0.5
