@@ -11,8 +11,11 @@ points                          meaning                    labels (default: all 
 ``[[[x, y], [x, y]]]``          1 object, 2 points         ``[[1, 0]]`` (one per point)
 ==============================  =========================  ==============================
 
-`bboxes` is one box ``[x1, y1, x2, y2]`` or a list of boxes, one object each. Given together, boxes and point
-groups pair up object by object (a single box or a single point group is shared by all objects).
+`bboxes` is one box ``[x1, y1, x2, y2]`` or a list of boxes, one object each. Given together, boxes, point
+groups and mask prompts pair up object by object; a single box, point group or mask is shared by all
+objects (1 box + N point groups, N boxes + 1 point group, N + N -> N objects); N and M (N != M, both > 1) is
+a PromptError. Mask prompts follow `masklet.predictors.prompts.mask_prompt`: bool / 0-1 / 0-255 integer
+masks are binary masks of the image's size, float masks are low-resolution logits.
 A scalar label applies to every point. Coordinates are pixels of the original image.
 """
 from __future__ import annotations
@@ -21,10 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from ..predictors.prompts import PromptError, Prompts
+from ..data.preprocess import InputSpec
+from ..predictors.prompts import PromptError, Prompts, broadcast_objects, mask_batch, mask_prompt, object_count
 from ..predictors.prompts import check_inside as check_prompts_inside  # points in, boxes overlapping
 
-__all__ = ["PromptError", "check_prompts_inside", "normalize_prompts"]
+__all__ = ["PromptError", "check_prompts_inside", "mask_objects", "normalize_prompts", "with_mask_prompt"]
+
+
+# the shapes named in errors about how prompts pair up into objects
+ACCEPTED = ("points (2,) / (B, 2) / (B, N, 2) with labels (), (B,) / (B, N), bboxes (4,) / (B, 4), masks (B, H, W) "
+            "bool at the image size or (B, 1, 256, 256) float low-res logits; B = the number of objects, 1 or the "
+            "same B for every kind")
 
 
 def _shape(value: Any) -> str:
@@ -123,15 +133,33 @@ def normalize_prompts(points: Any = None, labels: Any = None, bboxes: Any = None
         prompts.points, prompts.labels = _points(points, labels)
     if bboxes is not None:
         prompts.boxes = _boxes(bboxes)
-    if prompts.points is not None and prompts.boxes is not None:
-        nb, np_ = prompts.boxes.shape[0], prompts.points.shape[0]
-        if nb != np_:
-            if np_ == 1:
-                prompts.points = np.repeat(prompts.points, nb, axis=0)
-                prompts.labels = np.repeat(prompts.labels, nb, axis=0)
-            elif nb == 1:
-                prompts.boxes = np.repeat(prompts.boxes, np_, axis=0)
-            else:
-                raise PromptError(f"{nb} bboxes and {np_} point groups (points shape {prompts.points.shape}): give "
-                                  "one box per object, one point group per object, or a single one of either")
-    return prompts
+    given = {"boxes": ("bboxes", _shape(bboxes), "bboxes"), "points": ("points", _shape(points), "point groups")}
+    return broadcast_objects(prompts, given, ACCEPTED)
+
+
+def mask_objects(prompts: Prompts, masks: Any) -> np.ndarray | None:
+    """A `masks` prompt checked when the call is made (before any image is read): an array (dtype kept, it
+    decides the meaning) whose number of objects pairs up with `prompts` (from `normalize_prompts`)."""
+    if masks is None:
+        return None
+    arr, n = mask_batch(masks, "masks")
+    sizes = {k: getattr(prompts, k).shape[0] for k in ("points", "boxes") if getattr(prompts, k) is not None}
+    given = {k: (name, _shape(getattr(prompts, k)), noun) for k, name, noun in
+             (("boxes", "bboxes", "bboxes"), ("points", "points", "point groups")) if k in sizes}
+    given["masks"] = ("masks", str(arr.shape), "masks")
+    object_count({**sizes, "masks": n}, given, ACCEPTED)
+    return arr
+
+
+def with_mask_prompt(prompts: Prompts, masks: np.ndarray | None, image_hw: tuple[int, int], spec: InputSpec,
+                     mask_size: tuple[int, int]) -> Prompts:
+    """`prompts` plus a mask prompt as low-resolution logits (B, 1, h, w) for an image of size image_hw,
+    every kind broadcast to the same B (see `masklet.predictors.prompts.mask_prompt` for how masks are read)."""
+    if masks is None:
+        return prompts
+    logits = mask_prompt(masks, mask_size, image_hw, spec, "masks")
+    full = Prompts(prompts.points, prompts.labels, prompts.boxes, logits)
+    given = {k: (name, _shape(getattr(prompts, k)), noun) for k, name, noun in
+             (("boxes", "bboxes", "bboxes"), ("points", "points", "point groups"))}
+    given["masks"] = ("masks", str(masks.shape), "masks")
+    return broadcast_objects(full, given, ACCEPTED)

@@ -21,16 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.preprocess import resized_hw
-from ..predictors.precision import resolve_dtype
 from ..models.hub import select_device
-from ..predictors.prompts import Prompts, official_prompts, to_model_frame
+from ..predictors.precision import resolve_dtype
+from ..predictors.prompts import Prompts, to_model_frame
 from ..utils.runs import RunDir, increment_path
 from . import PREDICT_ARGS
-from .prompts import PromptError, check_prompts_inside, normalize_prompts
+from .prompts import check_prompts_inside, mask_objects, normalize_prompts, with_mask_prompt
 from .results import Results, check_gui, results_from_masks
 
 __all__ = ["DEFAULT_MODEL", "SAM", "check_imgsz", "increment_path", "model_gflops", "select_device"]
@@ -407,7 +405,8 @@ class SAM:
         its already computed features). Video frames are segmented one by one with the same prompts (use
         `SAM2VideoPredictor` to track objects through a video).
         bboxes (4,) / (B, 4) xyxy; points (2,) / (B, 2) / (B, N, 2) xy with labels (), (B,) / (B, N) - see
-        `masklet.api.prompts`; masks (B, 1, 256, 256) low-res logits or (B, H, W) binary image-size masks.
+        `masklet.api.prompts`; masks (B, 1, 256, 256) float low-res logits or (B, H, W) bool / 0-1 / 0-255
+        integer binary masks of the image's size (the dtype decides, never the size).
         multimask_output: 3 masks per prompt (all kept) instead of the best one.
         half / dtype: reduced precision for the image encoder (float16 on CUDA, bfloat16 elsewhere; or a dtype
         name) — see `masklet.api.PREDICT_ARGS`.
@@ -418,7 +417,7 @@ class SAM:
         """
         check_common(task, mode, vid_stride, max_frames, conf, modes=("predict",))
         prompts = normalize_prompts(points, labels, bboxes)
-        mask_prompt = None if masks is None else _mask_array(masks)
+        mask_prompt = mask_objects(prompts, masks)
         everything = prompts.empty and mask_prompt is None
         if not everything and everything_kwargs:
             raise unknown_keyword("predict", next(iter(everything_kwargs)), list(PREDICT_ARGS))
@@ -574,38 +573,12 @@ class SAM:
         multimask_output)."""
         h, w = image.shape[:2]
         check_prompts_inside(prompts, h, w)
-        full = Prompts(prompts.points, prompts.labels, prompts.boxes,
-                       self._mask_logits(mask_prompt, (h, w), prompts.batch))
+        full = with_mask_prompt(prompts, mask_prompt, (h, w), self.model.input_spec,
+                                self.model.prompt_encoder_mask_input_size())
         predictor = self._encoded(image, cacheable, precision)
         points, labels, boxes, masks = to_model_frame(full, (h, w), self.model.input_spec, False, self.device)
         out, iou, _ = predictor.predict_tensors(0, points, labels, boxes, masks, multimask_output)
         return out.flatten(0, 1), iou.flatten(0, 1)
-
-    def _mask_logits(self, masks: np.ndarray | None, hw: tuple[int, int], batch: int) -> np.ndarray | None:
-        """Mask prompts -> low-res logits (B, 1, h, w) for the prompt encoder. Image-size binary masks are
-        resized into the model's input frame (SAM 1: the padded longest-side frame) and given logits +/-10."""
-        if masks is None:
-            return None
-        mh, mw = self.model.prompt_encoder_mask_input_size()
-        if masks.shape[-2:] == tuple(hw) and tuple(hw) != (mh, mw):
-            spec = self.model.input_spec
-            binary = torch.as_tensor(masks > 0.5, dtype=torch.float32).reshape(-1, 1, *hw)
-            rh, rw = resized_hw(*hw, spec)
-            low = F.interpolate(binary, size=(round(rh * mh / spec.size), round(rw * mw / spec.size)),
-                                mode="bilinear", align_corners=False, antialias=True)
-            logits = torch.full((binary.shape[0], 1, mh, mw), -10.0)
-            logits[..., : low.shape[-2], : low.shape[-1]] = (low >= 0.5).float() * 20.0 - 10.0
-            masks = logits.numpy()
-        try:
-            out = official_prompts(mask_input=masks, mask_size=(mh, mw)).masks
-        except PromptError:
-            raise PromptError(f"masks must be low-resolution logits (B, 1, {mh}, {mw}) / (1, {mh}, {mw}) from a "
-                              f"previous prediction, or binary masks (B, {hw[0]}, {hw[1]}) / ({hw[0]}, {hw[1]}) of "
-                              f"the image's size; got shape {masks.shape}") from None
-        if batch and out.shape[0] not in (1, batch):
-            raise PromptError(f"{out.shape[0]} mask prompts for {batch} objects: give one mask per object or one "
-                              "for all")
-        return out
 
     def _segment_everything(self, generator: Any, image: np.ndarray,
                             conf: float | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -619,14 +592,3 @@ class SAM:
         scores = torch.tensor([float(r["predicted_iou"]) for r in records], dtype=torch.float32)
         return masks, scores
 
-
-def _mask_array(masks: Any) -> np.ndarray:
-    if isinstance(masks, torch.Tensor):
-        masks = masks.detach().cpu().float().numpy()
-    try:
-        arr = np.asarray(masks, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise PromptError(f"masks must be an array of numbers, got {type(masks).__name__}") from None
-    if arr.ndim < 2 or arr.ndim > 4:
-        raise PromptError(f"masks must have shape (H, W), (B, H, W) or (B, 1, H, W), got {arr.shape}")
-    return arr

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, preprocess, resized_hw
 from .precision import autocast, resolve_dtype
-from .prompts import NORMALIZED_COORDS_HINT, check_inside, official_prompts, to_model_frame
+from .prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts, to_model_frame
 
 
 class PredictorStateError(RuntimeError, ValueError):
@@ -140,8 +140,12 @@ class ImagePredictor:
         """Masks for the prompts on the current image.
 
         point_coords (N, 2) or (B, N, 2) (x, y) pixels, point_labels (N,) / (B, N) with 1 = foreground and
-        0 = background, box (4,) / (B, 4) xyxy, mask_input (1, 256, 256) low-res logits from a previous call.
-        Returns masks (C, H, W) (or (B, C, H, W) for B boxes/point sets), iou_predictions (C,) / (B, C) and
+        0 = background, box (4,) / (B, 4) xyxy, mask_input (1, 256, 256) / (B, 1, 256, 256) float low-res
+        logits from a previous call, or a bool / 0-1 / 0-255 integer mask (H, W) / (B, H, W) of the image's size.
+        B objects: each kind gives 1 or B entries, a single one is shared by all B objects (a box with B point
+        sets, B boxes with one point set); different B's raise PromptError (a ValueError) naming the shapes.
+        See `masklet.predictors.prompts` for the rules.
+        Returns masks (C, H, W) (or (B, C, H, W) for B > 1 objects), iou_predictions (C,) / (B, C) and
         low_res_logits (C, 256, 256) / (B, C, 256, 256), with C = 3 if multimask_output else 1.
         """
         self._require(batch=False)
@@ -153,23 +157,29 @@ class ImagePredictor:
                       box_batch: Sequence | None = None, mask_input_batch: Sequence | None = None,
                       multimask_output: bool = True, return_logits: bool = False,
                       normalize_coords: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-        """`predict` for each image of `set_image_batch`, with one prompt set per image (lists)."""
+        """`predict` for each image of `set_image_batch`, with one prompt set per image (lists of what
+        `predict` takes; each image's prompts follow `predict`'s shape and broadcasting rules). A PromptError
+        names the image it is about."""
         self._require(batch=True)
         n = len(self._images)
 
         def per_image(values: Sequence | None, name: str) -> list:
             if values is None:
                 return [None] * n
-            if len(values) != n:
-                raise ValueError(f"{name} has {len(values)} entries but {n} images are set")
+            if not isinstance(values, (list, tuple, np.ndarray, torch.Tensor)) or len(values) != n:
+                got = f"{len(values)} entries" if hasattr(values, "__len__") else type(values).__name__
+                raise PromptError(f"{name} must be a list with one entry per image ({n} images are set), got {got}")
             return list(values)
 
         pts, lbl = per_image(point_coords_batch, "point_coords_batch"), per_image(point_labels_batch, "point_labels_batch")
         boxes, masks_in = per_image(box_batch, "box_batch"), per_image(mask_input_batch, "mask_input_batch")
         out_masks, out_iou, out_low = [], [], []
         for i in range(n):
-            m, s, low = self._predict_numpy(i, pts[i], lbl[i], boxes[i], masks_in[i], multimask_output, return_logits,
-                                            normalize_coords)
+            try:
+                m, s, low = self._predict_numpy(i, pts[i], lbl[i], boxes[i], masks_in[i], multimask_output,
+                                                return_logits, normalize_coords)
+            except PromptError as err:
+                raise PromptError(f"image {i} of the batch: {err}") from None
             out_masks.append(m)
             out_iou.append(s)
             out_low.append(low)
@@ -178,10 +188,10 @@ class ImagePredictor:
     def _predict_numpy(self, index, point_coords, point_labels, box, mask_input, multimask_output, return_logits,
                        normalize_coords):
         mask_size = tuple(self.model_mask_input_size())
-        prompts = official_prompts(point_coords, point_labels, box, mask_input, mask_size)
-        if prompts.empty:
-            raise ValueError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
         image = self._images[index]
+        prompts = official_prompts(point_coords, point_labels, box, mask_input, mask_size, image.orig_hw, self.spec)
+        if prompts.empty:
+            raise PromptError("no prompt given: pass point_coords with point_labels, a box, or a mask_input")
         if normalize_coords:
             check_inside(prompts, *image.orig_hw, NORMALIZED_COORDS_HINT)
         points, labels, boxes, masks = to_model_frame(prompts, image.orig_hw, self.spec, not normalize_coords,

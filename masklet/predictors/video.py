@@ -21,7 +21,7 @@ from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
 from .precision import autocast, resolve_dtype
-from .prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts
+from .prompts import NORMALIZED_COORDS_HINT, binary_masks, check_inside, official_prompts
 
 
 @dataclass
@@ -200,9 +200,7 @@ class VideoPredictor:
         if box is not None and not clear_old_points:
             raise ValueError("a box can only be added with clear_old_points=True (the box is the first prompt of "
                              "the object on this frame)")
-        prompts = official_prompts(points, labels, box)
-        if prompts.batch > 1:
-            raise PromptError("add_new_points_or_box takes the prompts of one object: points (N, 2) and box (4,)")
+        prompts = official_prompts(points, labels, box, single_object=True)
         if normalize_coords:
             check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
         coords = [] if prompts.points is None else [torch.as_tensor(prompts.points, dtype=torch.float32)]
@@ -229,11 +227,9 @@ class VideoPredictor:
                      mask: Any) -> tuple[int, list[int], torch.Tensor]:
         """Give an object's mask (H, W) bool at video resolution on a frame."""
         frame_idx = self._check_frame(state, frame_idx)
-        mask_t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        if mask_t.dim() != 2 or tuple(mask_t.shape) != (state.video_height, state.video_width):
-            raise ValueError(f"mask must be a 2-D array of the video's size ({state.video_height}, "
-                             f"{state.video_width}), got shape {tuple(mask_t.shape)}")
-        mask_in = mask_t.bool().float()[None, None].to(state.device)
+        binary = binary_masks(mask, (state.video_height, state.video_width), "mask", allow_float=True,
+                              single_object=True)
+        mask_in = torch.from_numpy(binary).float()[None].to(state.device)
         if mask_in.shape[-2:] != (self.image_size, self.image_size):
             mask_in = F.interpolate(mask_in, size=(self.image_size, self.image_size), mode="bilinear",
                                     align_corners=False, antialias=True)
