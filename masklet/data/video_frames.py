@@ -225,16 +225,17 @@ VideoSource = PathLike | Sequence[np.ndarray] | np.ndarray
 class VideoFrames:
     """Random access to the frames of a finite video, decoded on demand.
 
-    `source` is a folder of JPEG/PNG frames (in the order of the numbers in their names, DAVIS's 00000.jpg or
-    frame_1.jpg ... frame_12.jpg; ambiguous names raise, see `masklet.data.ordering.frame_order`), a video file (mp4, avi, mov, mkv, webm, m4v via
-    OpenCV), or a sequence of (H, W, 3) uint8 RGB arrays (or a (T, H, W, 3) array).
+    `source` is a folder of JPEG/PNG frames (in the order of the numbers in their names, DAVIS's 00000.jpg
+    or frame_1.jpg ... frame_12.jpg; ambiguous names raise, see `masklet.data.ordering.frame_order`), a video
+    file (mp4, avi, mov, mkv, webm, m4v via OpenCV), or a sequence of (H, W, 3) uint8 RGB arrays (or a
+    (T, H, W, 3) array).
 
     `frames[i]` returns frame i as an (H, W, 3) uint8 RGB ndarray. At most `cache_size` decoded frames
     are kept (least recently used are dropped); a daemon thread decodes up to `prefetch` frames ahead in
     the direction of access while the caller computes (`prefetch` is capped at about two thirds of
-    `cache_size`, so read-ahead never evicts frames the caller has not reached; 0 disables the thread). The returned array is shared with the cache:
-    copy it before modifying it in place. Thread-safe. Close it (or use `with`) to stop the thread and
-    release the file; it is also closed when garbage-collected.
+    `cache_size`, so read-ahead never evicts frames the caller has not reached; 0 disables the thread).
+    The returned array is shared with the cache: copy it before modifying it in place. Thread-safe. Close
+    it (or use `with`) to stop the thread and release the file; it is also closed when garbage-collected.
 
     Reading a video file backwards costs one seek per block of frames, and a seek decodes from the
     previous keyframe: on files with sparse keyframes a larger `cache_size` makes reverse passes faster.
