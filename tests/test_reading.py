@@ -187,7 +187,8 @@ def test_32bit_int_and_float_images(tmp_path):
     values = np.asarray([[-0.5, 0.0, 0.25, 0.5, 0.999, 1.0, 2.0, np.nan]], np.float32)
     Image.fromarray(values).save(floats)
     assert Image.open(floats).mode == "F"
-    np.testing.assert_array_equal(read_image(floats), grey([0, 0, 64, 128, 255, 255, 255, 0]))
+    with pytest.warns(UserWarning, match="values up to 2: float images are read as 0..1"):
+        np.testing.assert_array_equal(read_image(floats), grey([0, 0, 64, 128, 255, 255, 255, 0]))
 
 
 def test_bilevel_grey_palette_and_alpha_modes(tmp_path):

@@ -22,6 +22,7 @@ names the file and the problem.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,8 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     for a mode with no RGB meaning.
     """
     mode = img.mode
+    if mode == "RGB":
+        return np.array(img)  # one copy (convert() would make a second)
     if mode in _SIXTEEN_BIT:
         grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
     elif mode == "I":
@@ -49,6 +52,10 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
     elif mode == "F":
         values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
         grey = np.rint(np.clip(values * 255.0, 0.0, 255.0)).astype(np.uint8)
+        if values.size and values.max() > 1.0:
+            warnings.warn(f"float image with values up to {values.max():g}: float images are read as 0..1 "
+                          "intensities (as OpenCV shows them), so values above 1 become 255. Divide it by its "
+                          "range first if it holds another scale.", stacklevel=3)
     elif mode in ("La", "RGBa"):
         # premultiplied alpha: undo it (Pillow's RGBA conversion), then drop alpha like the others
         return np.array(img.convert("RGBA" if mode == "RGBa" else "LA").convert("RGB"))
@@ -80,23 +87,26 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise _read_error(path, "the file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: a truncated or corrupt file fails here, inside this try
-            # a malformed EXIF block is ignored: the pixels are shown as stored, as viewers do
-            with contextlib.suppress(Exception):
-                ImageOps.exif_transpose(img, in_place=True)
-            return pil_to_rgb(img)
+        img = Image.open(path)  # reads the header only
     except UnidentifiedImageError:
         with open(path, "rb") as f:
             head = f.read(8)
         raise _read_error(path, f"not an image file (it starts with bytes {head!r})") from None
     except Image.DecompressionBombError as exc:
         raise _read_error(path, f"too large ({exc})") from None
-    except (OSError, SyntaxError, EOFError) as exc:
-        # Pillow reports truncated data as OSError("image file is truncated ...") and bad PNG chunks as SyntaxError
-        if isinstance(exc, PermissionError):
-            raise
-        raise _read_error(path, f"the file is truncated or corrupt ({exc})") from None
+    with img:
+        try:
+            img.load()  # decode now, so a truncated or corrupt file fails here
+        except (OSError, SyntaxError, EOFError, ValueError) as exc:
+            # Pillow reports cut data as OSError("image file is truncated ..."), bad PNG chunks as SyntaxError
+            raise _read_error(path, f"the file is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+        # a malformed EXIF block is ignored: the pixels are shown as stored, as viewers do
+        with contextlib.suppress(Exception):
+            ImageOps.exif_transpose(img, in_place=True)
+        try:
+            return pil_to_rgb(img)
+        except ValueError as exc:
+            raise _read_error(path, str(exc)) from None
 
 
 def as_rgb_uint8(image: ImageLike) -> np.ndarray:
