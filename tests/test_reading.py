@@ -129,6 +129,27 @@ def test_val_datasets_list_in_natural_order(tmp_path):
     assert [p.name for p, _ in InteractiveDataset(inter)] == TWELVE
 
 
+def test_auto_annotate_reads_a_folder_in_natural_order(tmp_path):
+    import warnings
+
+    import torch
+    from conftest import tiny_sam2
+
+    from masklet.api.annotate import auto_annotate
+
+    folder = numbered_folder(tmp_path / "images", [n.replace("frame", "img") for n in TWELVE])
+    seen = []
+
+    def detector(image):
+        seen.append(int(image[0, 0, 0]))
+        return torch.zeros((0, 4)), torch.zeros(0, dtype=torch.long)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no boxes anywhere: warned about, not the point here
+        auto_annotate(folder, det_model=detector, sam_model=tiny_sam2(), verbose=False, output_dir=tmp_path / "out")
+    assert seen == list(range(1, 13))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Reading: every PIL mode, bit depth, orientation
 # ---------------------------------------------------------------------------------------------------

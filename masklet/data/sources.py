@@ -188,8 +188,9 @@ def _expand(source: Any, items: list[SourceItem], counter: dict[str, int]) -> No
 def open_source(source: Any) -> list[SourceItem]:
     """Expand an Ultralytics-style source into `SourceItem`s, without decoding anything.
 
-    Accepted: an image or video file path; a folder (its images and videos, not recursive, ordered like
-    frames); a glob pattern ("data/*.jpg", "data/**/*.png"); a numpy array ((H, W, 3) image or
+    Accepted: an image or video file path; a folder (its images and videos, not recursive); a glob pattern
+    ("data/*.jpg", "data/**/*.png"); folders and globs in natural order (`ordering.natural_sorted`: img2
+    before img10); a numpy array ((H, W, 3) image or
     (N, H, W, 3) batch of images); a PIL image; a webcam index (0 or "0"); a stream URL; a `VideoFrames`;
     a generator / iterable of frames (one "stream" item); or a list / tuple of any of these. Missing
     files, empty folders, unmatched globs and unsupported suffixes raise with the supported suffixes.
