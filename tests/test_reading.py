@@ -2,6 +2,8 @@
 an image viewer (and cv2.imread, which Ultralytics uses) shows, for every PIL mode, with clear errors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import data_file
@@ -98,6 +100,11 @@ def test_image_folders_and_globs_in_natural_order(tmp_path):
     assert [item.path for item in open_source(folder)] == expected
     assert [item.path for item in open_source(str(folder / "*.png"))] == expected
     assert [item.path for item in open_source(str(tmp_path / "**" / "frame_*.png"))] == expected
+    nested = tmp_path / "nested"
+    for sub, name in (("a", "2.png"), ("b", "1.png"), ("a", "10.png"), ("A10", "3.png"), ("a2", "1.png")):
+        numbered_folder(nested / sub, [name])
+    assert [Path(item.path).relative_to(nested).as_posix() for item in open_source(str(nested / "**" / "*.png"))] == [
+        "a/2.png", "a/10.png", "a2/1.png", "A10/3.png", "b/1.png"]
     # independent images: the same number twice is not an error, it follows the tie rule
     dup = numbered_folder(tmp_path / "dup", ["1.png", "01.png", "10.png"])
     assert [item.path for item in open_source(dup)] == [str(dup / n) for n in ("01.png", "1.png", "10.png")]

@@ -40,13 +40,12 @@ def _name(item: str | Path) -> str:
 
 
 def natural_sorted(items: Iterable[P]) -> list[P]:
-    """Paths (or names) in natural order of their file names, ties broken by the exact name, then the full path.
+    """Paths (or names) in natural order, folder by folder; names equal under the natural key by their exact text.
 
-    ``["img10.png", "img2.png", "img1.png"] -> ["img1.png", "img2.png", "img10.png"]``. Only the last path
-    component is compared first, so the files of one folder order the same however the folder is spelled;
-    files of different folders (a recursive glob) with equal names keep a stable order by their full path.
+    ``["img10.png", "img2.png", "img1.png"] -> ["img1.png", "img2.png", "img10.png"]``. Each path component is
+    compared naturally, so a recursive glob lists ``a/2.png, a/10.png, b/1.png``.
     """
-    return sorted(items, key=lambda p: (natural_key(_name(p)), _name(p), str(p)))
+    return sorted(items, key=lambda p: (tuple(natural_key(part) for part in Path(p).parts), str(p)))
 
 
 def _pattern(stem: str) -> str:
