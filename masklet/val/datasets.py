@@ -21,6 +21,8 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from masklet.data.ordering import frame_order, natural_sorted
+
 PathLike = Union[str, Path]
 
 VOID_LABEL = 255
@@ -437,11 +439,11 @@ class VOSDataset:
                     raise FileNotFoundError(f"{listing} lists videos missing from {self.image_root}: {missing[:10]}; "
                                             "download the full split or pass videos=[...] to pick the ones present")
                 return names
-        return sorted(p.name for p in self.image_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return natural_sorted(p.name for p in self.image_root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _load_video(self, name: str) -> VOSVideo:
         frame_dir = self.image_root / name
-        frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
+        frames = frame_order(p for p in frame_dir.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file())
         if not frames:
             raise ValueError(f"video folder {frame_dir} holds no frames ({', '.join(FRAME_SUFFIXES)} files)")
         if self.max_frames is not None:
@@ -574,7 +576,7 @@ class InteractiveDataset:
             raise FileNotFoundError(f"{self.root} is not an interactive dataset: expected images/ and masks/ folders "
                                     "(images/<name>.jpg with masks/<name>.png or masks/<name>_<k>.png), or a COCO "
                                     "JSON file")
-        images = sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = natural_sorted(p for p in img_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise ValueError(f"no images in {img_dir} ({', '.join(IMAGE_SUFFIXES)})")
         stems = {p.stem for p in images}
