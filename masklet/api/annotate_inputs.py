@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.ordering import natural_sorted
 from .annotate_sources import AnnotateWarning, _BoxSource, _CocoSource
 
 
@@ -35,7 +36,7 @@ def _collect(data: Any) -> tuple[list[_Item], Path | None]:
             sources = open_source(str(path))
         except FileNotFoundError as exc:
             if path.is_dir():
-                subdirs = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+                subdirs = natural_sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
                 hint = (f" It holds the folders {', '.join(subdirs[:5])}: pass the one with the images "
                         "(folders are not searched recursively)." if subdirs else "")
                 raise FileNotFoundError(f"auto_annotate: {exc}.{hint}") from None

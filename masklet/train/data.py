@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import read_image
+from ..data.ordering import natural_sorted
 from ..data.preprocess import SAM2_INPUT
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -99,7 +100,7 @@ class YoloSegFolder:
             raise FileNotFoundError(f"{self.root} is not a YOLO segmentation dataset: expected images/ and labels/ "
                                     "folders (optionally with train/ and val/ inside)")
         self.min_area = min_area
-        images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = natural_sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         self.items = [(p, lbl_dir / p.relative_to(img_dir).with_suffix(".txt")) for p in images]
         self.items = [(p, lbl) for p, lbl in self.items if lbl.is_file() and lbl.stat().st_size > 0]
         if not self.items:

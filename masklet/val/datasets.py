@@ -449,8 +449,8 @@ class VOSDataset:
         if self.max_frames is not None:
             frames = frames[:self.max_frames]
         ann_dir = self.annotation_root / name
-        anns = sorted(ann_dir.glob("*.png")) if ann_dir.is_dir() else []
-        object_dirs = sorted(d for d in ann_dir.iterdir() if d.is_dir()) if ann_dir.is_dir() else []
+        anns = natural_sorted(ann_dir.glob("*.png")) if ann_dir.is_dir() else []
+        object_dirs = natural_sorted(d for d in ann_dir.iterdir() if d.is_dir()) if ann_dir.is_dir() else []
         if object_dirs:
             if anns:
                 raise ValueError(f"{ann_dir} mixes label PNGs ({anns[0].name}) and object folders "
@@ -491,7 +491,7 @@ class VOSDataset:
             if obj in dirs:
                 raise ValueError(f"object folders {d.parent / dirs[obj]} and {d} name the same object id {obj}")
             dirs[obj] = d.name
-            for a in sorted(d.glob("*.png")):
+            for a in natural_sorted(d.glob("*.png")):
                 if a.stem in index_of:
                     by_frame.setdefault(index_of[a.stem], {})[obj] = a
                 elif a.stem not in all_stems:

@@ -16,11 +16,13 @@ it is: its masks/ subfolder is used.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
+from ..data.ordering import natural_sorted
 from .datasets import MAX_OBJECTS, VOSDataset, VOSVideo, read_label_map, read_object_png
 from .protocols import Prediction, VideoScorer, resolve_protocol
 from .report import VOS_COLUMNS, ObjectScores, format_table, per_object_table, per_video_table, summary
@@ -53,7 +55,7 @@ class PredictionFolder:
 
     def object_dirs(self, video: VOSVideo) -> dict[int, Path]:
         out: dict[int, Path] = {}
-        for p in sorted(self.video_dir(video).iterdir()):
+        for p in natural_sorted(self.video_dir(video).iterdir()):
             if p.is_dir():
                 if not p.name.isdigit():
                     raise ValueError(f"prediction folder {p} is not named by an object id; per-object predictions "
@@ -61,7 +63,7 @@ class PredictionFolder:
                 out[int(p.name)] = p
         return out
 
-    def read(self, video: VOSVideo, frame_idx: int, objects: Optional[dict[int, Path]] = None) -> Prediction:
+    def read(self, video: VOSVideo, frame_idx: int, objects: dict[int, Path] | None = None) -> Prediction:
         """The prediction for one frame: a label map, or {object id: bool mask} when `objects` (the video's
         per-object prediction folders) is given. FileNotFoundError names a missing PNG."""
         stem = video.frame_names[frame_idx]
@@ -101,9 +103,9 @@ def score_video(video: VOSVideo, pred: PredictionFolder, protocol: str) -> list[
     return scorer.results()
 
 
-def score(data: PathLike, pred: PathLike, protocol: Optional[str] = None, save_dir: Optional[PathLike] = None,
-          verbose: bool = True, *, videos: Optional[Sequence[str]] = None, max_videos: Optional[int] = None,
-          split: str = "val", max_objects: Optional[int] = MAX_OBJECTS) -> dict[str, Any]:
+def score(data: PathLike, pred: PathLike, protocol: str | None = None, save_dir: PathLike | None = None,
+          verbose: bool = True, *, videos: Sequence[str] | None = None, max_videos: int | None = None,
+          split: str = "val", max_objects: int | None = MAX_OBJECTS) -> dict[str, Any]:
     """Score the predicted masks in `pred` against the VOS dataset `data` (no model is run).
 
     data: dataset root (DAVIS, MOSE or SA-V layout, see `VOSDataset`). pred: prediction folder (layouts in the
