@@ -60,12 +60,26 @@ def check_export_args(format: str, opset: Any, imgsz: Any) -> int:
     return opset
 
 
+@contextlib.contextmanager
+def _whole_image_upscaling():
+    """The mask decoder upscales in bands of rows on a CPU, sized by the prompt count; a traced graph would freeze
+    the band starts of the example's count and slice wrongly for another. One band covering any count here."""
+    from ..models import mask_decoder
+
+    saved = mask_decoder.CPU_UPSCALE_BAND_ELEMENTS
+    mask_decoder.CPU_UPSCALE_BAND_ELEMENTS = 1 << 62
+    try:
+        yield
+    finally:
+        mask_decoder.CPU_UPSCALE_BAND_ELEMENTS = saved
+
+
 def _export_graph(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
                   dynamic_axes: dict, opset: int) -> None:
     import torch
 
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), \
+        with _whole_image_upscaling(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), \
                 torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,

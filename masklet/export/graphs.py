@@ -146,6 +146,15 @@ class MemoryAttentionGraph(nn.Module):
         super().__init__()
         self.model = model
         self.padded = padded
+        # constant tables as buffers: the tracer stores a plain tensor once per use (33 copies of the RoPE
+        # tables made the tiny model's graph 158 MB), a buffer once
+        side = model.image_size // 16
+        cross = model.memory_attention.layers[0].cross_attn_image
+        cos, sin = axial_rope_tables(cross.internal_dim // cross.num_heads, side, side, cross.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        grid = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, side, side))
+        self.register_buffer("grid_pos", grid.flatten(2).transpose(1, 2).contiguous(), persistent=False)
 
     def forward(self, vision_features, vision_pos_enc, memory, memory_tpos, obj_ptrs, obj_ptr_tpos, *valid):
         m = self.model
@@ -153,7 +162,7 @@ class MemoryAttentionGraph(nn.Module):
         c = vision_features.shape[1]
         # memories and their position encodings (the sine encoding of the grid, the same for every frame)
         mem_tokens = memory.flatten(3).transpose(2, 3)  # (B, F, hw, mem_dim)
-        grid_pos = m.memory_encoder.position_encoding(memory[:1, 0]).flatten(2).transpose(1, 2)  # (1, hw, mem_dim)
+        grid_pos = self.grid_pos  # (1, hw, mem_dim)
         tpos = m.maskmem_tpos_enc[m.num_maskmem - memory_tpos - 1].reshape(1, -1, 1, mem_dim)
         mem_pos = grid_pos.unsqueeze(1) + tpos
         mem_tokens = mem_tokens.reshape(b, -1, mem_dim)
@@ -177,9 +186,7 @@ class MemoryAttentionGraph(nn.Module):
         curr_pos = vision_pos_enc.flatten(2).transpose(1, 2).expand(b, -1, -1)
         attention = m.memory_attention
         x = curr + 0.1 * curr_pos
-        side = self.model.image_size // 16  # a Python int: traced shapes are tensors
-        cross = attention.layers[0].cross_attn_image
-        cos, sin = axial_rope_tables(cross.internal_dim // cross.num_heads, side, side, cross.rope_theta, x.device)
+        cos, sin = self.rope_cos, self.rope_sin
         for layer in attention.layers:
             y = layer.norm1(x)
             x = x + _self_attention(layer.self_attn, y, cos, sin)

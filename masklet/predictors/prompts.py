@@ -7,12 +7,15 @@ whether a list holds several objects or several points of one object).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..data.preprocess import InputSpec, resized_hw
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the onnxruntime predictors validate prompts here too
+    import torch
 
 
 class PromptError(ValueError):
@@ -45,7 +48,8 @@ class Prompts:
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -139,6 +143,18 @@ def check_inside(prompts: Prompts, height: int, width: int, hint: str = "") -> N
 NORMALIZED_COORDS_HINT = " (use normalize_coords=False for coordinates already in [0, 1])"
 
 
+def model_frame_arrays(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec,
+                       normalized: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Points (B, N, 2), labels (B, N) and boxes (B, 4) as float64 / int64 arrays in model-input pixels."""
+    h, w = orig_hw
+    rh, rw = resized_hw(h, w, spec)
+    scale = np.array([rw, rh], dtype=np.float64) / (1.0 if normalized else np.array([w, h], dtype=np.float64))
+    points = None if prompts.points is None else prompts.points * scale
+    labels = None if prompts.labels is None else prompts.labels
+    boxes = None if prompts.boxes is None else (prompts.boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4)
+    return points, labels, boxes
+
+
 def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, normalized: bool = False,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor | None, torch.Tensor | None,
                                                                 torch.Tensor | None, torch.Tensor | None]:
@@ -146,19 +162,10 @@ def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, 
 
     normalized: the coordinates are in [0, 1] relative to the image rather than pixels.
     """
-    h, w = orig_hw
-    rh, rw = resized_hw(h, w, spec)
-    scale = np.array([rw, rh], dtype=np.float64) / (1.0 if normalized else np.array([w, h], dtype=np.float64))
+    import torch
 
-    def tensor(x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
+    def tensor(x: np.ndarray | None, dtype: "torch.dtype" = torch.float32) -> torch.Tensor | None:
+        return None if x is None else torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
 
-    points = labels = boxes = masks = None
-    if prompts.points is not None:
-        points = tensor(prompts.points * scale)
-        labels = tensor(prompts.labels, torch.int32)
-    if prompts.boxes is not None:
-        boxes = tensor((prompts.boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4))
-    if prompts.masks is not None:
-        masks = tensor(prompts.masks)
-    return points, labels, boxes, masks
+    points, labels, boxes = model_frame_arrays(prompts, orig_hw, spec, normalized)
+    return tensor(points), tensor(labels, torch.int32), tensor(boxes), tensor(prompts.masks)
