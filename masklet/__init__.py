@@ -26,6 +26,7 @@ _LAZY = {
     "AutomaticMaskGenerator": "masklet.predictors.everything",
     "auto_annotate": "masklet.api.annotate",
     "val": "masklet.val",
+    "export": "masklet.export.exporter",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .api import PREDICT_ARGS
 
-MODES = ("predict", "track", "info", "annotate", "val")
+MODES = ("predict", "track", "info", "annotate", "val", "export")
 # Ultralytics' CLI saves predictions by default (its Python API does not)
 CLI_DEFAULTS = {"save": True}
 _BOOL_KEYS = {"multimask_output", "save", "save_txt", "save_conf", "show", "exist_ok", "verbose", "show_labels",
@@ -38,7 +38,8 @@ INFO_HELP = {"detailed": (False, "also list every parameter tensor (name, shape,
 # parsed {key: value} dict, its key table {key: (default, help)}, plain function called with the keys as kwargs
 # when there is no hook)
 EXTERNAL = {"annotate": ("masklet.api.annotate", "annotate_cli", "ANNOTATE_ARGS", "auto_annotate"),
-            "val": ("masklet.val", "val_cli", "VAL_KEYS", "run")}
+            "val": ("masklet.val", "val_cli", "VAL_KEYS", "run"),
+            "export": ("masklet.export", "export_cli", "EXPORT_KEYS", "export")}
 
 MODE_HELP = {
     "predict": "segment images, videos, folders or streams (with prompts: one mask per object; without: "
@@ -47,6 +48,7 @@ MODE_HELP = {
     "info": "print the model's layers, parameters and GFLOPs",
     "annotate": "auto-annotate a folder of images (detector boxes -> SAM masks -> YOLO labels)",
     "val": "evaluate a model or score existing masks (DAVIS / SA-V J&F, interactive NoC)",
+    "export": "export a model to ONNX graphs (image encoder, prompt decoder, memory) run by masklet.onnx",
 }
 
 

@@ -75,7 +75,7 @@ def _whole_image_upscaling():
 
 
 def _export_graph(module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-                  dynamic_axes: dict, opset: int) -> None:
+                  dynamic_axes: dict, opset: int, fold: bool = True) -> None:
     import torch
 
     try:
@@ -83,7 +83,7 @@ def _export_graph(module, args: tuple, path: Path, input_names: list[str], outpu
                 torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                              dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
+                              dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=fold,
                               dynamo=False)
     except Exception as exc:  # the exporter raises many types; the user gets one line, not its stack
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -162,7 +162,9 @@ def export_model(model, folder: Path, imgsz: int, opset: int, graphs: tuple[str,
     for name in tqdm(names, desc="export onnx", disable=not progress, leave=False):
         module, args, inputs, outputs, axes = specs[name]
         path = folder / f"{name}.onnx"
-        _export_graph(module.eval(), args, path, inputs, outputs, axes, opset)
+        # folding the memory attention's constants copies its RoPE tables into every use (158 MB instead of 24
+        # for the tiny model); onnxruntime folds them in memory when the session starts
+        _export_graph(module.eval(), args, path, inputs, outputs, axes, opset, fold=name != "memory_attention")
         paths.append(path)
     return paths
 
@@ -175,6 +177,11 @@ def quantize_encoder(folder: Path) -> Path:
     src = folder / "image_encoder.onnx"
     fp32 = folder / "image_encoder.fp32.onnx"
     src.rename(fp32)
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a warning per shape-inference gap (int64 slices: not quantized)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
@@ -182,6 +189,8 @@ def quantize_encoder(folder: Path) -> Path:
     except Exception as exc:
         fp32.rename(src)
         raise ExportError(f"int8 quantization of the image encoder failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        root.setLevel(level)
     return src
 
 
@@ -244,3 +253,29 @@ def export(model: Any = "sam2.1_t.pt", format: str = "onnx", imgsz: int = 1024, 
     if progress:
         print(f"exported {meta['variant']} ({', '.join(meta['graphs'])}) to {folder}")
     return folder
+
+
+# `masklet export` keys: key -> (default, help); read by masklet/cli.py
+EXPORT_KEYS: dict[str, tuple[Any, str]] = {
+    "model": (None, "required: checkpoint name or path, e.g. sam2.1_t.pt"),
+    "format": ("onnx", "export format (onnx)"),
+    "imgsz": (1024, "square input size of the exported graphs, a multiple of 64"),
+    "int8": (False, "dynamically quantize the image encoder to int8 (onnxruntime); float32 kept as "
+                    "image_encoder.fp32.onnx"),
+    "opset": (DEFAULT_OPSET, f"ONNX opset ({MIN_OPSET} or newer)"),
+    "project": ("runs/export", "parent folder of the export"),
+    "name": (None, "folder name (default: the variant); numbered name2, name3, ... when it exists"),
+}
+
+
+def export_cli(args: dict[str, Any]) -> Path:
+    """`masklet export model=sam2.1_t.pt format=onnx [imgsz=1024] [int8=True] [opset=17]`: write the ONNX graphs
+    and metadata.json into runs/export/<variant> (never overwritten). Run them with masklet.onnx's
+    OnnxImagePredictor (onnxruntime and numpy only)."""
+    kwargs = {k: args[k] for k in EXPORT_KEYS if k in args}
+    if not isinstance(kwargs.get("int8", False), bool):
+        raise ValueError(f"int8={kwargs['int8']!r} must be True or False")
+    try:
+        return export(**kwargs)
+    except ImportError as exc:  # the CLI prints errors it knows; a missing extra is one of them
+        raise RuntimeError(str(exc)) from None

@@ -146,15 +146,15 @@ class MemoryAttentionGraph(nn.Module):
         super().__init__()
         self.model = model
         self.padded = padded
-        # constant tables as buffers: the tracer stores a plain tensor once per use (33 copies of the RoPE
+        # constant tables as (persistent) buffers: the tracer stores a plain tensor once per use (33 copies of the RoPE
         # tables made the tiny model's graph 158 MB), a buffer once
         side = model.image_size // 16
         cross = model.memory_attention.layers[0].cross_attn_image
         cos, sin = axial_rope_tables(cross.internal_dim // cross.num_heads, side, side, cross.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope_cos", cos)
+        self.register_buffer("rope_sin", sin)
         grid = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, side, side))
-        self.register_buffer("grid_pos", grid.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        self.register_buffer("grid_pos", grid.flatten(2).transpose(1, 2).contiguous())
 
     def forward(self, vision_features, vision_pos_enc, memory, memory_tpos, obj_ptrs, obj_ptr_tpos, *valid):
         m = self.model
