@@ -58,8 +58,8 @@ def test_folder_and_metadata(exported):
     model, folder = exported
     assert folder.name == "small2" and not any((folder.parent / "small").iterdir())
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["image_encoder.onnx", "memory_attention.onnx", "memory_encoder.onnx", "metadata.json",
-                     "prompt_decoder.onnx"]
+    assert names == ["image_encoder.onnx", "mask_prompt.onnx", "memory_attention.onnx", "memory_encoder.onnx",
+                     "metadata.json", "prompt_decoder.onnx"]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["variant"] == "sam2_test" and meta["image_size"] == 256 and meta["num_maskmem"] == 7
     assert meta["max_obj_ptrs_in_encoder"] == 16 and meta["mean"] == [0.485, 0.456, 0.406]

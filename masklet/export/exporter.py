@@ -1,6 +1,7 @@
 """`masklet.export`: a model to a folder of ONNX graphs that `masklet.onnx` runs on onnxruntime alone.
 
-SAM 2 / 2.1: image_encoder.onnx, prompt_decoder.onnx, memory_encoder.onnx, memory_attention.onnx and
+SAM 2 / 2.1: image_encoder.onnx, prompt_decoder.onnx, memory_encoder.onnx, memory_attention.onnx,
+mask_prompt.onnx (the mask-prompt downsampling conv and the no-object pointer) and
 metadata.json. SAM 1 / MobileSAM: image_encoder.onnx and prompt_decoder.onnx. Graphs are recorded with
 torch's TorchScript-based ONNX exporter (`dynamo=False`): the wrappers in `graphs.py` are written so that the
 traced shapes follow the inputs (prompt count, objects, memory frames, object pointers).
@@ -95,7 +96,8 @@ def graph_specs(model, imgsz: int, padded_bank: bool = False) -> dict[str, tuple
     """name -> (module, example args, input names, output names, dynamic axes) for every graph of `model`."""
     import torch
 
-    from .graphs import ImageEncoderGraph, MemoryAttentionGraph, MemoryEncoderGraph, PromptDecoderGraph
+    from .graphs import (ImageEncoderGraph, MaskPromptGraph, MemoryAttentionGraph, MemoryEncoderGraph,
+                         PromptDecoderGraph)
 
     sam2 = getattr(model, "family", None) == "sam2"
     c = 256 if not sam2 else model.hidden_dim
@@ -128,6 +130,9 @@ def graph_specs(model, imgsz: int, padded_bank: bool = False) -> dict[str, tuple
             ["vision_features", "mask_logits", "object_score_logits", "binarize"],
             ["maskmem_features", "maskmem_pos_enc"],
             {"mask_logits": {0: "objects"}, "object_score_logits": {0: "objects"}, "maskmem_features": {0: "objects"}})
+        specs["mask_prompt"] = (MaskPromptGraph(model), (torch.ones(1, 1, imgsz, imgsz),), ["mask"],
+                                ["mask_for_decoder", "no_obj_ptr"],
+                                {"mask": {0: "objects"}, "mask_for_decoder": {0: "objects"}, "no_obj_ptr": {0: "objects"}})
         frames, ptrs = (model.num_maskmem, model.config.max_obj_ptrs_in_encoder) if padded_bank else (2, 3)
         att_args = [embed, torch.randn(1, c, h, h), torch.randn(2, frames, mem_dim, h, h),
                     torch.arange(frames, dtype=torch.int64) % model.num_maskmem, torch.randn(2, ptrs, c),
@@ -223,6 +228,13 @@ def metadata(model, imgsz: int, opset: int, int8: bool, source: str | None) -> d
     return meta
 
 
+def write_metadata(folder: Path, model, imgsz: int, opset: int, int8: bool, source: str | None) -> dict[str, Any]:
+    meta = metadata(model, imgsz, opset, int8, source)
+    meta["graphs"] = {p.name: p.stat().st_size for p in sorted(folder.glob("*.onnx"))}
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
 def export(model: Any = "sam2.1_t.pt", format: str = "onnx", imgsz: int = 1024, int8: bool = False,
            opset: int | None = None, project: str = "runs/export", name: str | None = None,
            progress: bool = True) -> Path:
@@ -247,9 +259,7 @@ def export(model: Any = "sam2.1_t.pt", format: str = "onnx", imgsz: int = 1024, 
     export_model(module, folder, imgsz, opset_checked, progress=progress)
     if int8:
         quantize_encoder(folder)
-    meta = metadata(module, imgsz, opset_checked, bool(int8), str(ckpt) if ckpt else None)
-    meta["graphs"] = {p.name: p.stat().st_size for p in sorted(folder.glob("*.onnx"))}
-    (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
+    meta = write_metadata(folder, module, imgsz, opset_checked, bool(int8), str(ckpt) if ckpt else None)
     if progress:
         print(f"exported {meta['variant']} ({', '.join(meta['graphs'])}) to {folder}")
     return folder

@@ -78,6 +78,20 @@ class PromptDecoderGraph(nn.Module):
         return masks, iou, obj_logits, obj_ptr
 
 
+class MaskPromptGraph(nn.Module):
+    """What SAM 2 needs to take a mask prompt as a frame's output (`SAM2Model.mask_as_output`) besides the
+    decoder: mask (B, 1, S, S) 0/1 -> mask_for_decoder (B, 1, 4h, 4w) (the learned `mask_downsample` conv), and
+    the model's no-object pointer no_obj_ptr (B, C) for objects whose mask is empty."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, mask):
+        # expanded to the input's batch: a constant output would lose its name in the exported graph
+        return self.model.mask_downsample(mask), self.model.no_obj_ptr.expand(mask.shape[0], -1)
+
+
 class MemoryEncoderGraph(nn.Module):
     """SAM 2's memory of B objects on one frame.
 

@@ -73,3 +73,19 @@ def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def fill_holes_numpy(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
+    """`masklet.utils.masks.fill_holes` on numpy logits (N, 1, H, W): background 8-connected components of at most
+    `max_area` pixels get logit 0.1 (SAM 2 video's hole filling)."""
+    import cv2
+
+    if max_area <= 0 or mask_logits.size == 0:
+        return mask_logits
+    out = mask_logits.copy()
+    for i in range(out.shape[0]):
+        background = (out[i, 0] <= 0).astype(np.uint8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8)
+        holes = (labels > 0) & (stats[:, cv2.CC_STAT_AREA][labels] <= max_area)
+        out[i, 0][holes] = 0.1
+    return out
