@@ -55,6 +55,7 @@ def test_onnx_video_matches_torch(tmp_path):
     want = script(VideoPredictor(model, feature_cache=6), frames)
     got = script(OnnxVideoPredictor(folder, feature_cache=6), frames)
     assert [label for label, _ in got] == [label for label, _ in want]
+    assert sum(int((w > 0).any()) for _, w in want) >= len(want) - 2  # objects are found: the comparison has content
     for (label, g), (_, w) in zip(got, want):
         assert g.shape == w.shape, label
         flipped = int(((g > 0) != (w > 0)).sum())
