@@ -113,3 +113,37 @@ def test_reference_video_script(tmp_path):
             assert list(got) == list(step["masks"])
             for frame_idx, record in step["masks"].items():
                 check_masks(torch.from_numpy(got[frame_idx][1]), record)
+
+
+def test_memory_bank_matches_torch_predictor():
+    """The torch-free rules of masklet.predictors.memory_bank give the same plans as VideoPredictor._memory_plan
+    (until the torch predictor calls them itself) for conditioning/tracked frames on both sides, with and
+    without encoded memories, in both directions and for streams (no frame count)."""
+    from types import SimpleNamespace
+
+    from masklet.predictors import memory_bank
+    from masklet.predictors.video import TrackedObject
+
+    model = tiny_sam2()
+    predictor = VideoPredictor(model)
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        obj = TrackedObject(1)
+        for t in rng.choice(40, size=3, replace=False):
+            obj.cond[int(t)] = SimpleNamespace(memory=1)
+        for t in rng.choice(40, size=25, replace=False):
+            if int(t) not in obj.cond:
+                obj.non_cond[int(t)] = SimpleNamespace(memory=None if rng.random() < 0.2 else 1)
+        num_frames = None if trial % 3 == 0 else 40
+        for frame_idx in (0, 5, 17, 39):
+            for reverse in (False, True):
+                want = predictor._memory_plan(obj, frame_idx, reverse, num_frames)
+                got = memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, num_frames,
+                                              model.num_maskmem, predictor.max_obj_ptrs, model.config.sam2_1,
+                                              lambda r: r.memory is not None)
+                assert got == want
+    assert list(memory_bank.propagation_order(3, None, 10, False)) == list(range(3, 10))
+    assert list(memory_bank.propagation_order(3, 2, 10, True)) == [3, 2, 1]
+    assert list(memory_bank.propagation_order(0, None, 10, True)) == []
+    drop, drop_memory = memory_bank.unreachable(list(range(30)), 29, num_maskmem=7, max_obj_ptrs=16)
+    assert drop == list(range(0, 15)) and drop_memory == list(range(15, 24))
