@@ -216,3 +216,16 @@ def test_onnx_predictor_never_imports_torch(exported):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_cli_export_int8(tmp_path, capsys):
+    """`masklet export` end to end on a sam2_test checkpoint file, with the int8 encoder."""
+    model = tiny_sam2()
+    ckpt = tmp_path / "small.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    assert main(["export", f"model={ckpt}", "format=onnx", "imgsz=256", "int8=True", f"project={tmp_path / 'runs'}"]) == 0
+    folder = tmp_path / "runs" / "sam2_test"
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["int8_encoder"] and meta["source"] == str(ckpt)
+    assert (folder / "image_encoder.fp32.onnx").stat().st_size > (folder / "image_encoder.onnx").stat().st_size
+    assert f"to {folder}" in capsys.readouterr().out
