@@ -146,4 +146,4 @@ def test_memory_bank_matches_torch_predictor():
     assert list(memory_bank.propagation_order(3, 2, 10, True)) == [3, 2, 1]
     assert list(memory_bank.propagation_order(0, None, 10, True)) == []
     drop, drop_memory = memory_bank.unreachable(list(range(30)), 29, num_maskmem=7, max_obj_ptrs=16)
-    assert drop == list(range(0, 15)) and drop_memory == list(range(15, 24))
+    assert drop == list(range(15)) and drop_memory == list(range(15, 24))

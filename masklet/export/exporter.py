@@ -96,8 +96,7 @@ def graph_specs(model, imgsz: int, padded_bank: bool = False) -> dict[str, tuple
     """name -> (module, example args, input names, output names, dynamic axes) for every graph of `model`."""
     import torch
 
-    from .graphs import (ImageEncoderGraph, MaskPromptGraph, MemoryAttentionGraph, MemoryEncoderGraph,
-                         PromptDecoderGraph)
+    from .graphs import ImageEncoderGraph, MaskPromptGraph, MemoryAttentionGraph, MemoryEncoderGraph, PromptDecoderGraph
 
     sam2 = getattr(model, "family", None) == "sam2"
     c = 256 if not sam2 else model.hidden_dim

@@ -7,11 +7,11 @@ model's `RoPEAttention` repeats its RoPE tables by a Python count that a traced 
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..models.position_encoding import apply_rope, axial_rope_tables
-from ..models.sam2 import NO_OBJ_SCORE, sine_pe_1d
+from ..models.sam2 import sine_pe_1d
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -150,7 +150,7 @@ class MemoryAttentionGraph(nn.Module):
 
     Inputs: vision_features, vision_pos_enc (1, C, h, w); memory (B, F, mem_dim, h, w) the memories (in the
     order conditioning frames, then recent ones); memory_tpos (F,) int64 their temporal slot t_pos
-    (0 = conditioning frame, 1..num_maskmem-1 = that many frames away... as in `SAM2Model.attend_memory`);
+    (0 = conditioning frame, 1..num_maskmem-1 for recent frames, as in `SAM2Model.attend_memory`);
     obj_ptrs (B, P, C) object pointers; obj_ptr_tpos (P,) float their signed temporal distances divided by
     (max pointers - 1) (SAM 2.1; ignored by SAM 2.0). With `padded`, also memory_valid (B, F) and
     obj_ptr_valid (B, P) float 0/1 masks of a fixed-size bank. Output: pix_feat (B, C, h, w).
@@ -172,7 +172,7 @@ class MemoryAttentionGraph(nn.Module):
 
     def forward(self, vision_features, vision_pos_enc, memory, memory_tpos, obj_ptrs, obj_ptr_tpos, *valid):
         m = self.model
-        b, num_frames, mem_dim, h, w = memory.shape
+        b, _, mem_dim, h, w = memory.shape
         c = vision_features.shape[1]
         # memories and their position encodings (the sine encoding of the grid, the same for every frame)
         mem_tokens = memory.flatten(3).transpose(2, 3)  # (B, F, hw, mem_dim)
@@ -211,7 +211,3 @@ class MemoryAttentionGraph(nn.Module):
             x = x + layer.linear2(F.relu(layer.linear1(y)))
         x = attention.norm(x)
         return x.transpose(1, 2).reshape(b, c, h, w)
-
-
-# the no-object score the predictors give to masks of absent objects (re-exported for the runtime)
-NO_OBJECT_SCORE = NO_OBJ_SCORE

@@ -6,16 +6,16 @@ SAM 2's dynamic multimask-via-stability, upsampling to the image) is done here i
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, resized_hw
-from ..predictors.prompts import (NORMALIZED_COORDS_HINT, PromptError, check_inside, model_frame_arrays,
-                                  official_prompts)
+from ..predictors.prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, model_frame_arrays, official_prompts
 from .ops import resize_bilinear
 from .session import ExportedModel, load_exported
 
@@ -267,5 +267,13 @@ class OnnxImagePredictor:
         return self.model.run("prompt_decoder", feeds)
 
 
-__all__ = ["OnnxImagePredictor", "PredictorStateError", "PromptError", "preprocess_numpy", "decoder_points",
-           "select_masks", "postprocess_numpy", "input_spec"]
+__all__ = [
+    "OnnxImagePredictor",
+    "PredictorStateError",
+    "PromptError",
+    "decoder_points",
+    "input_spec",
+    "postprocess_numpy",
+    "preprocess_numpy",
+    "select_masks",
+]

@@ -8,9 +8,10 @@ axes). Masks come back as numpy float32 logits where the torch predictor returns
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class OnnxVideoState:
     video_height: int
     video_width: int
     objects: list[TrackedObject] = field(default_factory=list)
-    feature_cache: "OrderedDict[int, dict]" = field(default_factory=OrderedDict)
+    feature_cache: OrderedDict[int, dict] = field(default_factory=OrderedDict)
 
     @property
     def obj_ids(self) -> list[int]:

@@ -8,7 +8,8 @@ conditioning frames on the tracked side and of up to max_obj_ptrs_in_encoder - 1
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 R = TypeVar("R")
 

@@ -6,8 +6,8 @@ whether a list holds several objects or several points of one object).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,7 +164,7 @@ def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, 
     """
     import torch
 
-    def tensor(x: np.ndarray | None, dtype: "torch.dtype" = torch.float32) -> torch.Tensor | None:
+    def tensor(x: np.ndarray | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
         return None if x is None else torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
 
     points, labels, boxes = model_frame_arrays(prompts, orig_hw, spec, normalized)
