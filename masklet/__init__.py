@@ -32,6 +32,7 @@ _LAZY = {
     "auto_annotate": "masklet.api.annotate",
     "val": "masklet.val",
     "train": "masklet.train",
+    "export": "masklet.export.exporter",
 }
 
 

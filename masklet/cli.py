@@ -21,7 +21,7 @@ from typing import Any
 
 from .api import PREDICT_ARGS
 
-MODES = ("predict", "track", "info", "annotate", "val", "train", "app")
+MODES = ("predict", "track", "info", "annotate", "val", "train", "app", "export")
 # Ultralytics' CLI saves predictions by default (its Python API does not)
 CLI_DEFAULTS = {"save": True}
 _BOOL_KEYS = {"multimask_output", "save", "save_txt", "save_conf", "show", "exist_ok", "verbose", "show_labels",
@@ -40,7 +40,8 @@ INFO_HELP = {"detailed": (False, "also list every parameter tensor (name, shape,
 EXTERNAL = {"annotate": ("masklet.api.annotate", "annotate_cli", "ANNOTATE_ARGS", "auto_annotate"),
             "val": ("masklet.val", "val_cli", "VAL_KEYS", "run"),
             "train": ("masklet.train", "train_cli", "TRAIN_KEYS", "train"),
-            "app": ("masklet.app", "app_cli", "APP_ARGS", "serve")}
+            "app": ("masklet.app", "app_cli", "APP_ARGS", "serve"),
+            "export": ("masklet.export", "export_cli", "EXPORT_KEYS", "export")}
 
 MODE_HELP = {
     "predict": "segment images, videos, folders or streams (with prompts: one mask per object; without: "
@@ -51,6 +52,7 @@ MODE_HELP = {
     "val": "evaluate a model or score existing masks (DAVIS / SA-V J&F, interactive NoC)",
     "train": "fine-tune a SAM 2 model on images (COCO, YOLO-seg, mask PNGs) or videos (DAVIS layout)",
     "app": "annotate images and videos in the browser: click, track, correct, export (local web app)",
+    "export": "export a model to ONNX graphs (image encoder, prompt decoder, memory) run by masklet.onnx",
 }
 
 

@@ -8,12 +8,13 @@ the JPEG with PIL's bicubic filter, and SAM 1 resizes the longest side with PIL'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:  # imported in `preprocess`: the specs are read by the onnxruntime predictors without torch
+    import torch
 
 Resample = Literal["torch-bilinear", "pil-bicubic", "pil-bilinear"]
 
@@ -50,6 +51,9 @@ def resized_hw(height: int, width: int, spec: InputSpec) -> tuple[int, int]:
 
 def preprocess(image: np.ndarray, spec: InputSpec, device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> normalised float32 tensor (3, size, size) on `device`."""
+    import torch
+    import torch.nn.functional as F
+
     height, width = image.shape[:2]
     out_h, out_w = resized_hw(height, width, spec)
     if spec.resample == "torch-bilinear":

@@ -20,14 +20,16 @@ Mask prompts (`mask_prompt`). The meaning is read from the dtype, never from the
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..data.preprocess import InputSpec, resized_hw
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the onnxruntime predictors validate prompts here too
+    import torch
 
 
 class PromptError(ValueError):
@@ -60,7 +62,8 @@ class Prompts:
 
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -182,7 +185,8 @@ def official_prompts(point_coords: Any = None, point_labels: Any = None, box: An
 
 # ---------------------------------------------------------------------------------------------- mask prompts
 def _mask_numpy(mask: Any, name: str) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only come from a caller that imported torch
+    if torch is not None and isinstance(mask, torch.Tensor):
         mask = mask.detach().cpu()
         mask = (mask.float() if mask.dtype in (torch.bfloat16, torch.float16) else mask).numpy()
     try:
@@ -246,6 +250,9 @@ def binary_mask_logits(masks: np.ndarray, spec: InputSpec, mask_size: tuple[int,
     downsamples those (bilinear, antialiased) to the decoder's low resolution. SAM 1 inputs are resized along
     the longest side and padded (background) like the image.
     """
+    import torch
+    import torch.nn.functional as F
+
     h, w = masks.shape[1:]
     x = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
     rh, rw = resized_hw(h, w, spec)
@@ -320,6 +327,18 @@ def check_inside(prompts: Prompts, height: int, width: int, hint: str = "") -> N
 NORMALIZED_COORDS_HINT = " (use normalize_coords=False for coordinates already in [0, 1])"
 
 
+def model_frame_arrays(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec,
+                       normalized: bool = False) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Points (B, N, 2), labels (B, N) and boxes (B, 4) as float64 / int64 arrays in model-input pixels."""
+    h, w = orig_hw
+    rh, rw = resized_hw(h, w, spec)
+    scale = np.array([rw, rh], dtype=np.float64) / (1.0 if normalized else np.array([w, h], dtype=np.float64))
+    points = None if prompts.points is None else prompts.points * scale
+    labels = None if prompts.labels is None else prompts.labels
+    boxes = None if prompts.boxes is None else (prompts.boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4)
+    return points, labels, boxes
+
+
 def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, normalized: bool = False,
                    device: torch.device | str = "cpu") -> tuple[torch.Tensor | None, torch.Tensor | None,
                                                                 torch.Tensor | None, torch.Tensor | None]:
@@ -327,19 +346,10 @@ def to_model_frame(prompts: Prompts, orig_hw: tuple[int, int], spec: InputSpec, 
 
     normalized: the coordinates are in [0, 1] relative to the image rather than pixels.
     """
-    h, w = orig_hw
-    rh, rw = resized_hw(h, w, spec)
-    scale = np.array([rw, rh], dtype=np.float64) / (1.0 if normalized else np.array([w, h], dtype=np.float64))
+    import torch
 
-    def tensor(x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
+    def tensor(x: np.ndarray | None, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        return None if x is None else torch.as_tensor(np.ascontiguousarray(x), dtype=dtype, device=device)
 
-    points = labels = boxes = masks = None
-    if prompts.points is not None:
-        points = tensor(prompts.points * scale)
-        labels = tensor(prompts.labels, torch.int32)
-    if prompts.boxes is not None:
-        boxes = tensor((prompts.boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4))
-    if prompts.masks is not None:
-        masks = tensor(prompts.masks)
-    return points, labels, boxes, masks
+    points, labels, boxes = model_frame_arrays(prompts, orig_hw, spec, normalized)
+    return tensor(points), tensor(labels, torch.int32), tensor(boxes), tensor(prompts.masks)
