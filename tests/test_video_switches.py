@@ -9,9 +9,9 @@ import torch
 from conftest import data_file, load_fixture, reference_state_dict, tiny_sam2
 from test_video_parity import check_masks
 
+import masklet.predictors.video as video_module
 from masklet.data.images import read_image
 from masklet.models.build import load_model
-import masklet.predictors.video as video_module
 from masklet.predictors.video import VideoPredictor, non_overlapping
 
 FIXTURE = "sam2.1_hiera_t_video_switches_case.pt"
