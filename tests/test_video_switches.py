@@ -104,25 +104,36 @@ CASE_STEPS = [("correct_as_cond", i) for i in range(5)] + [("default_flags", i) 
 
 def check_constrained(masks: torch.Tensor, raw: torch.Tensor, record: dict) -> None:
     """check_masks for masks under the non-overlap constraint. Where two objects' logits are equal within the
-    tolerance, float noise decides which object keeps the pixel and the other one's logit becomes -10 (a jump of
-    about 10 from a 1e-4 difference): a sampled logit off by more than 1e-3 must lie at such a tie in our
-    unconstrained logits and equal one of its two outcomes. The flipped-pixel bound is unchanged."""
+    tolerance (a tie), float noise of 1e-5 decides which object keeps the pixel and the other one's logit becomes
+    -10: a jump of about 10, and a flipped pixel in both masks. Two overlapping boxes give such ties on ~0.1% of
+    the pixels. So: sampled logits off by more than 1e-3 must lie at a tie of our unconstrained logits and equal
+    one of its outcomes; at tie pixels the reference's foreground object must be one of the tied ones; elsewhere
+    the usual bound holds (at most 0.01% of mask pixels flipped)."""
     assert torch.equal(masks, non_overlapping(raw))
+    tol = 2e-3  # both sides' logits are within 1e-3 of the truth
     flat, probe = masks.reshape(-1), record["logits"]
+    logits = raw.reshape(raw.shape[0], -1)
+    top2 = logits.topk(2, dim=0).values
+    tie = (top2[0] - top2[1]) <= tol  # per pixel
     index = probe["sample_index"]
     off = (flat[index] - probe["sample"]).abs() > 1e-3
-    pixels = raw.shape[-2] * raw.shape[-1]
+    pixels = logits.shape[1]
     for i, want in zip(index[off].tolist(), probe["sample"][off].tolist()):
         obj, pixel = divmod(i, pixels)
-        logits = raw.reshape(raw.shape[0], -1)[:, pixel]
-        top2 = logits.topk(2).values
-        assert float(top2[0] - top2[1]) <= 2e-3, f"sample {i} differs by {abs(flat[i] - want):.3g}, no tie"
-        mine = float(logits[obj])
+        assert tie[pixel], f"sample {i} differs by {abs(float(flat[i]) - want):.3g} and is no tie"
+        mine = float(logits[obj, pixel])
         assert min(abs(want - mine), abs(want - min(mine, -10.0))) <= 1e-3
-    assert int(off.sum()) <= 1e-3 * len(index)  # ties are rare
-    positive = np.unpackbits(record["positive_packed"].numpy())[: flat.numel()].astype(bool)
-    flipped = int((positive != (flat > 0).numpy()).sum())
-    assert flipped <= 1e-4 * flat.numel(), f"{flipped} of {flat.numel()} mask pixels differ"
+    positive = torch.from_numpy(np.unpackbits(record["positive_packed"].numpy())[: flat.numel()].astype(bool))
+    positive = positive.view(logits.shape)
+    flipped = positive != (flat.view(logits.shape) > 0)
+    at_ties = flipped[:, tie].any(0)
+    for pixel in tie.nonzero()[:, 0][at_ties].tolist():
+        chosen = positive[:, pixel].nonzero()[:, 0].tolist()
+        assert len(chosen) <= 1  # the reference's masks do not overlap either
+        for obj in chosen:
+            assert float(logits[obj, pixel]) >= float(top2[0, pixel]) - tol and float(logits[obj, pixel]) > -1e-3
+    elsewhere = int(flipped[:, ~tie].sum())
+    assert elsewhere <= 1e-4 * flat.numel(), f"{elsewhere} of {flat.numel()} mask pixels differ away from ties"
 
 
 def check(got: tuple, record: dict) -> None:
