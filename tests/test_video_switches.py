@@ -105,8 +105,9 @@ CASE_STEPS = [("correct_as_cond", i) for i in range(5)] + [("default_flags", i) 
 def check_constrained(masks: torch.Tensor, raw: torch.Tensor, record: dict) -> None:
     """check_masks for masks under the non-overlap constraint. Where two objects' logits are equal within the
     tolerance (a tie), float noise of 1e-5 decides which object keeps the pixel and the other one's logit becomes
-    -10: a jump of about 10, and a flipped pixel in both masks. Two overlapping boxes give such ties on ~0.1% of
-    the pixels. So: sampled logits off by more than 1e-3 must lie at a tie of our unconstrained logits and equal
+    -10: a jump of about 10, and a flipped pixel in both masks. On this fixture (random weights, two overlapping
+    boxes) the two objects' logits agree within 2e-3 on 0.1% of the pixels on frame 0 and on up to two thirds by
+    frame 5, where noise flips ~0.03% of the mask pixels (measured: 0-305 at ties, 0-2 elsewhere). So: sampled logits off by more than 1e-3 must lie at a tie of our unconstrained logits and equal
     one of its outcomes; at tie pixels the reference's foreground object must be one of the tied ones; elsewhere
     the usual bound holds (at most 0.01% of mask pixels flipped)."""
     assert torch.equal(masks, non_overlapping(raw))
