@@ -1,6 +1,8 @@
-"""Video RAM: flat peak RSS over a long stream, and the interactive API's RAM per frame.
+"""Video RAM: flat RSS over long one-pass runs (every entry point), and the interactive API's RAM per frame.
 
-    python bench/video_memory.py                          # 1000 streamed frames at 256 px + 30 interactive at 1024
+    python bench/video_memory.py                          # stream + one-pass entry points (1000 frames at 256 px)
+                                                          # + 30 interactive frames at 1024
+    python bench/video_memory.py --part one-pass --entries call_file,val_folder
     python bench/video_memory.py --part stream --frames 2000
     python bench/video_memory.py --quick                  # smoke test (tiny test variant)
 
@@ -17,12 +19,23 @@ bounded frame cache is full) must stay below the reference's 12.6 MB per frame: 
 frame as a float32 3x1024x1024 tensor (12.6 MB) besides its memories. The exact bytes the predictor keeps
 per frame are reported too, free of allocator noise.
 
+One-pass entry points: the Ultralytics-style `SAM2VideoPredictor(...)(source, stream=True)` on a video file
+(`call_file`) and on a frame folder (`call_folder`), `auto_annotate` on a video (`annotate_video`, boxes from a
+callable) and `masklet.val.run` on a DAVIS-layout folder (`val_folder`), each over --frames frames (the source
+video looped, --one-pass-size pixels) at --imgsz. VmRSS (after malloc_trim) is read after --check-at and after
+--frames tracked frames (a probe wrapped around `VideoPredictor.propagate_in_video` counts them, whichever entry
+point runs it), with the bytes of the tracking state the predictor holds then (exact, unlike RSS, where a small
+model's growth hides in allocator noise); both must stay within --tolerance: they track in one pass, keeping
+only the memories that tracking onwards reads. The same script run against a masklet without one-pass tracking shows the growth.
+
 The stream runs first: the interactive part at 1024 px would otherwise set the peak the stream is judged by.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +134,137 @@ def stream_part(model: Any, video: str, args: Any, device: torch.device) -> dict
     return out
 
 
+ONE_PASS_ENTRIES = ("call_file", "call_folder", "annotate_video", "val_folder")
+
+
+def write_inputs(video: str, frames: int, size: tuple[int, int], folder: Path) -> dict[str, Path]:
+    """The looped video as an mp4 file and as a DAVIS-layout folder of JPEG frames (annotation on frame 0)."""
+    import cv2
+    from PIL import Image
+
+    from masklet.val.datasets import write_palette_png
+
+    width, height = size
+    file = folder / "looped.mp4"
+    frame_dir = folder / "davis" / "JPEGImages" / "looped"
+    frame_dir.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+    source = looping_frames(video)
+    try:
+        for i, frame in enumerate(itertools.islice(source, frames)):
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            writer.write(small[:, :, ::-1])
+            Image.fromarray(small).save(frame_dir / f"{i:05d}.jpg", quality=90)
+    finally:
+        writer.release()
+        source.close()
+    label = np.zeros((height, width), np.uint8)
+    label[height // 4: 3 * height // 4, width // 8: width // 2] = 1
+    label[height // 3: 2 * height // 3, 5 * width // 8: 7 * width // 8] = 2
+    write_palette_png(folder / "davis" / "Annotations" / "looped" / "00000.png", label)
+    return {"file": file, "folder": frame_dir, "davis": folder / "davis"}
+
+
+@contextlib.contextmanager
+def frame_probe(checkpoints: set[int], malloc_trim: bool) -> Iterator[dict[str, Any]]:
+    """Counts the frames `VideoPredictor.propagate_in_video` yields (whoever calls it) and reads VmRSS at the
+    given counts; also notes whether the calls asked for one-pass tracking."""
+    from masklet.predictors.video import VideoPredictor
+
+    record: dict[str, Any] = {"frames": 0, "rss_mb": {}, "kept": {}, "one_pass": [], "t0": time.perf_counter()}
+    original = VideoPredictor.propagate_in_video
+
+    def propagate(self: Any, state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        record["one_pass"].append(bool(kwargs.get("one_pass", False)))
+        for item in original(self, state, *args, **kwargs):
+            record["frames"] += 1
+            if record["frames"] in checkpoints:
+                done = record["frames"]
+                record["rss_mb"][done] = common.current_rss_mb(trim=malloc_trim)
+                record["kept"][done] = kept_state(state)
+                common.log(f"[one-pass] frame {done}: rss {record['rss_mb'][done]:.1f} MB, state "
+                           f"{record['kept'][done]['tensor_mb']:.2f} MB, "
+                           f"{(time.perf_counter() - record['t0']) / done:.3f} s/frame")
+            yield item
+
+    VideoPredictor.propagate_in_video = propagate
+    try:
+        yield record
+    finally:
+        VideoPredictor.propagate_in_video = original
+
+
+def run_entry(entry: str, model: Any, inputs: dict[str, Path], args: Any, folder: Path) -> None:
+    points = common.spread_points(args.objects, *args.one_pass_size)
+    if entry in ("call_file", "call_folder"):
+        from masklet import SAM2VideoPredictor
+
+        predictor = SAM2VideoPredictor(overrides={"model": model, "imgsz": args.imgsz, "verbose": False})
+        source = inputs["file"] if entry == "call_file" else inputs["folder"]
+        for result in predictor(source=str(source), points=points, labels=[1] * len(points), stream=True):
+            del result  # a consumer that keeps nothing
+    elif entry == "annotate_video":
+        from masklet.api.annotate import auto_annotate
+
+        boxes = np.array([[x - 20, y - 20, x + 20, y + 20] for x, y in points], dtype=np.float32)
+        data = folder / "annotate"
+        data.mkdir(exist_ok=True)
+        link = data / inputs["file"].name
+        if not link.exists():
+            link.symlink_to(inputs["file"])
+        model.set_image_size(args.imgsz)
+        auto_annotate(data, det_model=lambda image: (boxes, np.zeros(len(boxes), int)), sam_model=model,
+                      output_dir=folder / "annotate_labels", verbose=False)
+    elif entry == "val_folder":
+        from masklet.val import run
+
+        run(model=model, data=inputs["davis"], imgsz=args.imgsz, save_dir=folder / "val", save_masks=False,
+            verbose=False)
+    else:
+        raise ValueError(f"unknown entry {entry!r}: choose from {', '.join(ONE_PASS_ENTRIES)}")
+
+
+def one_pass_part(model: Any, video: str, args: Any) -> dict[str, Any]:
+    entries = args.entries.split(",") if args.entries else list(ONE_PASS_ENTRIES)
+    out: dict[str, Any] = {"imgsz": args.imgsz, "objects": args.objects, "frames": args.frames,
+                           "check_at": args.check_at, "video_size": list(args.one_pass_size), "entries": {}}
+    with tempfile.TemporaryDirectory(prefix="video_memory_") as tmp:
+        folder = Path(tmp)
+        inputs = write_inputs(video, args.frames, tuple(args.one_pass_size), folder)
+        for entry in entries:
+            common.log(f"[one-pass] {entry}: {args.frames} frames at {args.imgsz} px")
+            result: dict[str, Any] = {}
+            common.trim_allocator()
+            result["rss_mb_before"] = common.current_rss_mb(trim=args.malloc_trim)
+            t_start = time.perf_counter()
+            try:
+                with frame_probe({args.check_at, args.frames}, args.malloc_trim) as probe:
+                    run_entry(entry, model, inputs, args, folder)
+            except Exception as exc:  # noqa: BLE001 - report it in the JSON
+                result["error"] = common.error_text(exc)
+                out["entries"][entry] = result
+                continue
+            at_check, at_end = probe["rss_mb"].get(args.check_at), probe["rss_mb"].get(args.frames)
+            kept_check, kept_end = probe["kept"].get(args.check_at), probe["kept"].get(args.frames)
+            result.update(frames_tracked=probe["frames"], one_pass_calls=probe["one_pass"],
+                          s_per_frame=(time.perf_counter() - t_start) / max(1, probe["frames"]),
+                          rss_mb_at_check=at_check, rss_mb_at_end=at_end, kept_at_check=kept_check,
+                          kept_at_end=kept_end)
+            if at_check and at_end:
+                ratio = at_end / at_check
+                # the predictor's own tensors are exact: RSS growth of a small model hides in allocator noise
+                state_growth = kept_end["tensor_mb"] - kept_check["tensor_mb"]
+                result.update(rss_ratio=ratio, mb_per_frame=(at_end - at_check) / (args.frames - args.check_at),
+                              state_mb_growth=state_growth,
+                              passed=abs(ratio - 1) <= args.tolerance
+                              and state_growth <= args.tolerance * max(kept_check["tensor_mb"], 1e-9))
+            else:
+                result["error"] = f"only {probe['frames']} frames were tracked, fewer than --frames {args.frames}"
+            out["entries"][entry] = result
+    out["passed"] = all(e.get("passed", False) for e in out["entries"].values())
+    return out
+
+
 def interactive_part(model: Any, video: str, native: int, args: Any, device: torch.device) -> dict[str, Any]:
     from masklet.predictors.video import VideoPredictor
 
@@ -170,7 +314,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.common_parser(__doc__)
     parser.add_argument("--video", default=None, help="video file or frame folder (default: shared "
                         "videos/bedroom.mp4, looped for the stream)")
-    parser.add_argument("--part", choices=["both", "stream", "interactive"], default="both", help="what to run")
+    parser.add_argument("--part", choices=["both", "all", "stream", "one-pass", "interactive"], default="all",
+                        help="what to run (both = stream + interactive; all = stream, one-pass and interactive)")
+    parser.add_argument("--entries", default=None,
+                        help=f"one-pass entry points, comma-separated (default all: {','.join(ONE_PASS_ENTRIES)})")
+    parser.add_argument("--one-pass-size", type=int, nargs=2, default=[480, 270], metavar=("W", "H"),
+                        help="frame size of the one-pass inputs")
     parser.add_argument("--frames", type=int, default=None, help="streamed frames (default 1000)")
     parser.add_argument("--check-at", type=int, default=None,
                         help="frame count of the first RSS reading (default 100; half of --frames if that is less)")
@@ -203,14 +352,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["memory_after_load"] = common.memory_snapshot(device)
     compiler = common.Compiler(model, args.compile)
     result["compile"] = compiler.info
-    if args.part in ("both", "stream"):
+    if args.part in ("all", "both", "stream"):
         common.log(f"[stream] {args.frames} frames at {args.imgsz} px")
         result["stream"] = compiler.guard(lambda: _raise_on_error(stream_part(model, video, args, device), compiler))
-    if args.part in ("both", "interactive"):
+    if args.part in ("all", "one-pass"):
+        common.log(f"[one-pass] {args.frames} frames per entry point at {args.imgsz} px")
+        model.set_image_size(args.imgsz)
+        result["one_pass"] = compiler.guard(lambda: _raise_on_error(one_pass_part(model, video, args), compiler))
+    if args.part in ("all", "both", "interactive"):
         common.log(f"[interactive] {args.interactive_frames} frames")
         result["interactive"] = compiler.guard(
             lambda: _raise_on_error(interactive_part(model, video, result["model"]["native_imgsz"], args, device), compiler))
-    result["passed"] = all(result[p].get("passed", False) for p in ("stream", "interactive") if p in result)
+    result["passed"] = all(result[p].get("passed", False) for p in ("stream", "one_pass", "interactive")
+                           if p in result)
     result["memory"] = common.memory_snapshot(device)
     common.emit(result, args.output)
     return result

@@ -19,17 +19,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .api import PREDICT_ARGS
+from .api import PREDICT_ARGS, TRACK_SWITCHES
 
 MODES = ("predict", "track", "info", "annotate", "val", "train", "app", "export")
 # Ultralytics' CLI saves predictions by default (its Python API does not)
 CLI_DEFAULTS = {"save": True}
 _BOOL_KEYS = {"multimask_output", "save", "save_txt", "save_conf", "show", "exist_ok", "verbose", "show_labels",
-              "show_conf", "show_boxes", "retina_masks", "detailed"}
+              "show_conf", "show_boxes", "retina_masks", "detailed"} | set(TRACK_SWITCHES)
 _NOT_ON_CLI = {"masks", "stream"}  # arrays and generators have no command-line form
 MODE_KEYS: dict[str, list[str]] = {
     "predict": [k for k in PREDICT_ARGS if k not in _NOT_ON_CLI | {"frame"}],
-    "track": [k for k in PREDICT_ARGS if k not in _NOT_ON_CLI | {"multimask_output"}],
+    "track": [k for k in PREDICT_ARGS if k not in _NOT_ON_CLI | {"multimask_output"}] + list(TRACK_SWITCHES),
     "info": ["model", "detailed", "verbose"],
 }
 INFO_HELP = {"detailed": (False, "also list every parameter tensor (name, shape, mean, std)"),
@@ -193,7 +193,7 @@ def mode_help(mode: str) -> str:
         # classes that have no command-line form
         return (f"usage: masklet {mode} key=value ...\n\n{_wrap(MODE_HELP[mode])}\n\nkeys (default):\n"
                 f"{_format_keys(list(ext.keys), ext.keys, {})}\n")
-    table = {**PREDICT_ARGS, **INFO_HELP}
+    table = {**PREDICT_ARGS, **INFO_HELP, **TRACK_SWITCHES}
     defaults = CLI_DEFAULTS if mode in ("predict", "track") else {}
     if mode == "track":
         defaults = {**defaults, "mode": "track", "name": None}

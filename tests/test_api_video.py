@@ -128,3 +128,21 @@ def test_needs_sam2(predictor):
 
     with pytest.raises(ValueError, match="needs a SAM 2"):
         SAM2VideoPredictor(overrides={"model": NotSam2()})
+
+
+def test_video_switches_from_overrides_and_call(home, clips, monkeypatch):
+    monkeypatch.setenv("MASKLET_HOME", str(home))
+    overrides = dict(model="sam2_b.pt", imgsz=512, verbose=False, non_overlap_masks=True,  # noqa: C408
+                     add_all_frames_to_correct_as_cond=True)
+    predictor = SAM2VideoPredictor(overrides=overrides)
+    switches = predictor.video_predictor
+    assert switches.non_overlap_masks and switches.add_all_frames_to_correct_as_cond
+    assert not switches.clear_non_cond_mem_around_input and not switches.clear_non_cond_mem_for_multi_obj
+    boxes = [[450, 200, 900, 520], [550, 250, 960, 540]]  # two objects over much the same region
+    disjoint = predictor(source=clips[1], bboxes=boxes)[0].masks.data
+    overlapping = predictor(source=clips[1], bboxes=boxes, non_overlap_masks=False)[0].masks.data
+    assert not switches.non_overlap_masks  # a call's keywords override the constructor's
+    assert len(disjoint) == len(overlapping) == 2
+    assert (overlapping[0] & overlapping[1]).any() and not (disjoint[0] & disjoint[1]).any()
+    with pytest.raises(TypeError, match="non_overlap_masks must be True or False"):
+        predictor(source=clips[1], bboxes=boxes, non_overlap_masks="yes")

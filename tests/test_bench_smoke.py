@@ -81,3 +81,8 @@ def test_video_memory(runs):
     assert stream["at_end"]["frame"] == 5 and stream["kept_at_end"]["objects"] == 2
     assert {"mb_per_frame", "reference_mb_per_frame", "state_mb_per_frame", "passed"} <= set(interactive)
     assert len(interactive["rss_mb"]) == 4
+    one_pass = result["one_pass"]["entries"]
+    assert set(one_pass) == {"call_file", "call_folder", "annotate_video", "val_folder"}
+    for name, entry in one_pass.items():
+        assert "error" not in entry and entry["one_pass_calls"] and all(entry["one_pass_calls"]), (name, entry)
+        assert entry["frames_tracked"] == 5 and {"rss_mb_at_end", "state_mb_growth", "passed"} <= set(entry)

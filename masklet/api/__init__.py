@@ -61,5 +61,16 @@ PREDICT_ARGS: dict[str, tuple[Any, str]] = {
     "mode": ("predict", "accepted for Ultralytics compatibility: predict or track"),
 }
 
+# key -> (default, help): the official video predictor's switches (its defaults), for SAM2VideoPredictor overrides
+# and `masklet track`; see masklet.predictors.video.VideoPredictor.
+TRACK_SWITCHES: dict[str, tuple[Any, str]] = {
+    "add_all_frames_to_correct_as_cond": (False, ("a correction on an already tracked frame becomes a conditioning "
+                                                  "frame, so later propagations keep it instead of tracking over it")),
+    "non_overlap_masks": (False, "give each pixel to at most one object (the highest logit) in the returned masks"),
+    "clear_non_cond_mem_around_input": (False, ("drop the tracked memories within num_maskmem frames of a prompted "
+                                                "frame (single-object tracking unless the next switch is set)")),
+    "clear_non_cond_mem_for_multi_obj": (False, "also clear around prompted frames when tracking several objects"),
+}
+
 _names, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = _names + ["PREDICT_ARGS"]
+__all__ = _names + ["PREDICT_ARGS", "TRACK_SWITCHES"]

@@ -198,7 +198,8 @@ class _Annotator:
                     objects[k + 1] = (int(dets.classes[k]), None if dets.scores is None else float(dets.scores[k]))
             hw = (state.video_height, state.video_width)
             if objects:
-                tracked = predictor.propagate_in_video(state, progress=False)
+                # one pass: only what tracking onwards reads is kept, so RAM stays flat on long videos
+                tracked = predictor.propagate_in_video(state, progress=False, one_pass=True)
             else:
                 empty = torch.zeros(0, 1, *hw)
                 tracked = ((k, [], empty) for k in range(state.num_frames))

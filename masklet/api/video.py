@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..predictors.precision import resolve_dtype
-from . import PREDICT_ARGS
+from . import PREDICT_ARGS, TRACK_SWITCHES
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
 from .results import Results, check_gui, results_from_masks
 from .sam import (
@@ -45,7 +45,7 @@ __all__ = ["SAM2VideoPredictor"]
 
 # keys of PREDICT_ARGS that make no sense for tracking
 _NOT_FOR_VIDEO = {"multimask_output", "stream"}
-_VIDEO_KEYS = [k for k in PREDICT_ARGS if k not in _NOT_FOR_VIDEO]
+_VIDEO_KEYS = [k for k in PREDICT_ARGS if k not in _NOT_FOR_VIDEO] + list(TRACK_SWITCHES)
 
 
 class _FrameSubset:
@@ -130,13 +130,15 @@ class SAM2VideoPredictor:
         for key in args:
             if key not in _VIDEO_KEYS:
                 raise unknown_keyword("SAM2VideoPredictor", key, _VIDEO_KEYS)
-        self.args: dict[str, Any] = {k: v[0] for k, v in PREDICT_ARGS.items() if k not in _NOT_FOR_VIDEO}
+        self.args: dict[str, Any] = {k: v[0] for k, v in {**PREDICT_ARGS, **TRACK_SWITCHES}.items()
+                                     if k not in _NOT_FOR_VIDEO}
         self.args["mode"] = "track"
         self.args.update(args)
         check_common(self.args["task"], self.args["mode"], self.args["vid_stride"], self.args["max_frames"],
                      self.args["conf"])
         self.fill_hole_area = fill_hole_area
         self._set_model(self.args["model"] or DEFAULT_MODEL)
+        self._apply_switches(self.args)
         self.video_predictor.dtype = resolve_dtype(self.args["dtype"], self.args["half"], self.device)
         self.inference_state: Any = None
         self.save_dir: Path | None = None
@@ -149,6 +151,12 @@ class SAM2VideoPredictor:
         self.video_predictor = VideoPredictor(module, fill_hole_area=self.fill_hole_area)  # checks it is SAM 2
         self.model = module
         self.args["model"] = model if not isinstance(model, nn.Module) else type(model).__name__
+
+    def _apply_switches(self, args: dict[str, Any]) -> None:
+        for key in TRACK_SWITCHES:
+            if not isinstance(args[key], bool):
+                raise TypeError(f"{key} must be True or False, got {args[key]!r}")
+            setattr(self.video_predictor, key, args[key])
 
     @property
     def device(self) -> torch.device:
@@ -204,8 +212,14 @@ class SAM2VideoPredictor:
         points / labels / bboxes: as for `SAM` (nesting depth -> objects); masks: (B, H, W) or (H, W) binary
         masks at the video's size, one object each (instead of points / boxes).
         Other keywords override the constructor's `overrides` for this call (save, imgsz, device, vid_stride,
-        max_frames, verbose, ...). Objects absent from a frame are left out of that frame's Results; `boxes.id`
-        keeps each object's id and `boxes.conf` is its mean mask probability.
+        max_frames, verbose, the video switches of `masklet.api.TRACK_SWITCHES`, ...). Objects absent from a
+        frame are left out of that frame's Results; `boxes.id` keeps each object's id and `boxes.conf` is its mean
+        mask probability.
+
+        The video is tracked in one pass (`propagate_in_video(..., one_pass=True)`): only what tracking onwards
+        can still read is kept, so RAM stays flat however long the video; `inference_state` then takes no more
+        prompts. With `frame` > 0 the frames before it come from a reverse pass run first, and their masks are
+        held (as bits) until the forward pass reaches them in order.
         """
         for key in kwargs:
             if key not in _VIDEO_KEYS:
@@ -214,6 +228,7 @@ class SAM2VideoPredictor:
         check_common(args["task"], args["mode"], args["vid_stride"], args["max_frames"], args["conf"])
         if model is not None:
             self._set_model(model)
+        self._apply_switches(args)
         frame = args["frame"] if frame is None else frame
         if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
             raise ValueError(f"frame must be a frame index >= 0, got {frame!r}")
@@ -221,7 +236,8 @@ class SAM2VideoPredictor:
         mask_list = _object_masks(masks)
         if mask_list is not None and not prompts.empty:
             raise PromptError("give each object either a mask or points / bboxes: masks cannot be combined with "
-                              "points or bboxes in one call (use add_new_points_or_box afterwards to refine)")
+                              "points or bboxes in one call (to refine a mask with clicks, use the official API: "
+                              "init_state, add_new_mask, add_new_points_or_box, propagate_in_video)")
         if prompts.empty and mask_list is None:
             raise PromptError("SAM2VideoPredictor tracks prompted objects: pass points (with labels), bboxes or "
                               "masks. To segment everything in every frame use SAM(model)(source) instead")
@@ -278,10 +294,15 @@ class SAM2VideoPredictor:
         return out if stream else list(out)
 
     # ------------------------------------------------------------------ running
-    def _results(self, image: np.ndarray, path: str, frame_idx: int, logits: torch.Tensor,
-                 num_objects: int, obj_ids: list[int]) -> Results:
-        masks = logits[:, 0] > 0.0
-        conf = _mask_confidence(logits[:, 0], masks)
+    def _results(self, image: np.ndarray, path: str, frame_idx: int,
+                 logits: torch.Tensor | tuple[torch.Tensor, torch.Tensor], num_objects: int,
+                 obj_ids: list[int]) -> Results:
+        """Results of a frame from its (N, 1, H, W) logits, or from (masks (N, H, W) bool, confidences (N,))."""
+        if isinstance(logits, tuple):
+            masks, conf = logits
+        else:
+            masks = logits[:, 0] > 0.0
+            conf = _mask_confidence(logits[:, 0], masks)
         keep = masks.flatten(1).any(1)
         ids = torch.as_tensor(obj_ids)[keep.cpu()].tolist()
         return results_from_masks(image, path, masks[keep], conf[keep], ids=ids, classes=[i - 1 for i in ids],
@@ -294,16 +315,24 @@ class SAM2VideoPredictor:
 
         earlier = []
         if frame > 0:
-            # frames before the prompted one come from a reverse pass, run first so results stay in frame order
-            for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, reverse=True, progress=False)):
+            # frames before the prompted one come from a reverse pass, run first so results stay in frame order;
+            # their masks wait as bits (1/32 of the logits) with their confidences
+            backwards = self.propagate_in_video(state, frame, reverse=True, progress=False, one_pass=True)
+            for (idx, ids, logits), ms in _timed(backwards):
                 if idx < frame:
-                    earlier.append((idx, ids, logits.cpu(), ms))
-        for idx, ids, logits, ms in reversed(earlier):
-            yield self._timed_result(frames, idx, path, logits, n, ids, ms)
-        for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, progress=False)):
+                    masks = logits[:, 0] > 0.0
+                    conf = _mask_confidence(logits[:, 0], masks).cpu()
+                    earlier.append((idx, ids, np.packbits(masks.cpu().numpy(), axis=-1), conf, ms))
+        width = frames.width
+        while earlier:
+            idx, ids, packed, conf, ms = earlier.pop()
+            masks = torch.from_numpy(np.unpackbits(packed, axis=-1, count=width).astype(bool))
+            yield self._timed_result(frames, idx, path, (masks, conf), n, ids, ms)
+        for (idx, ids, logits), ms in _timed(self.propagate_in_video(state, frame, progress=False, one_pass=True)):
             yield self._timed_result(frames, idx, path, logits, n, ids, ms + (prompt_ms if idx == frame else 0.0))
 
-    def _timed_result(self, frames: _FrameSubset, idx: int, path: str, logits: torch.Tensor, n: int,
+    def _timed_result(self, frames: _FrameSubset, idx: int, path: str,
+                      logits: torch.Tensor | tuple[torch.Tensor, torch.Tensor], n: int,
                       ids: list[int], inference_ms: float) -> tuple[Results, float, float]:
         pre, post = _Timer(), _Timer()
         with pre:

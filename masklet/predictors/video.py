@@ -1,9 +1,9 @@
 """Video predictor: click objects on any frame and follow them through the video with SAM 2's memory.
 
-A drop-in for the official `SAM2VideoPredictor` (same method names, arguments and outputs), with three
-differences that matter for long videos: frames are decoded on demand (never the whole video in RAM),
-objects whose memories line up are tracked in one batch per frame, and `track_stream` follows objects over
-an unbounded frame source keeping only the memories that attention can still reach.
+A drop-in for the official `SAM2VideoPredictor` (same method names, arguments, switches and outputs), with
+three differences that matter for long videos: frames are decoded on demand (never the whole video in RAM),
+objects whose memories line up are tracked in one batch per frame, and one-pass runs (`track_stream`, and
+`propagate_in_video(..., one_pass=True)`) keep only the memories that attention can still reach.
 """
 from __future__ import annotations
 
@@ -72,6 +72,8 @@ class VideoState:
     feature_cache: "OrderedDict[int, ImageFeatures]" = field(default_factory=OrderedDict)
     memory_pos: torch.Tensor | None = None  # the memories' position encoding: the same for every frame
     stream_frames: dict[int, np.ndarray] = field(default_factory=dict)
+    # (start frame, reverse) of the one-pass propagation that pruned this state; None while it holds everything
+    one_pass: tuple[int, bool] | None = None
 
     @property
     def obj_ids(self) -> list[int]:
@@ -103,10 +105,28 @@ class VideoPredictor:
     memories line up in one batch per frame (same results as one at a time); None = on CUDA only, since on a
     CPU the work is the same per object and one at a time measured slightly faster. dtype: "bfloat16" /
     "float16" run the image encoder and memory attention under autocast.
+
+    The official predictor's switches, with its defaults (sam2/sam2_video_predictor.py):
+    add_all_frames_to_correct_as_cond: a correction (prompt on a frame already tracked) becomes a conditioning
+        frame, so later propagations keep it instead of tracking over it (the fix for "my correction
+        disappears"); default False: corrections are kept only until the next propagation reaches the frame.
+    non_overlap_masks: every returned mask set (prompts and propagation) gives each pixel to at most one object,
+        the one with the highest logit; the others' logits there are capped at -10. The memories are unchanged.
+    clear_non_cond_mem_around_input: when prompts are added on a frame, and when a propagation passes a
+        conditioning frame, the tracked (non-conditioning) results of the frames within num_maskmem of it are
+        dropped, so the frames after it are tracked from the prompts alone rather than from memories that may
+        still hold the object's old appearance. The semantics of the official legacy predictor
+        (sam2_video_predictor_legacy.py; the current one raises AttributeError on this switch), except that the
+        frames holding the new prompts keep their own results.
+    clear_non_cond_mem_for_multi_obj: allow that clearing with several objects (it then clears every object's
+        results around the frame); without it the clearing applies to single-object tracking only.
     """
 
     def __init__(self, model: nn.Module, fill_hole_area: int = 8, feature_cache: int = 2,
-                 batch_objects: bool | None = None, dtype: str | torch.dtype | None = None) -> None:
+                 batch_objects: bool | None = None, dtype: str | torch.dtype | None = None,
+                 add_all_frames_to_correct_as_cond: bool = False, non_overlap_masks: bool = False,
+                 clear_non_cond_mem_around_input: bool = False,
+                 clear_non_cond_mem_for_multi_obj: bool = False) -> None:
         if getattr(model, "family", None) != "sam2":
             raise ValueError(f"video tracking needs a SAM 2 / SAM 2.1 model (memory attention); "
                              f"{getattr(model, 'family', type(model).__name__)} models have no memory. "
@@ -118,6 +138,10 @@ class VideoPredictor:
         self.dtype = resolve_dtype(dtype)
         self.binarize_mask_from_pts_for_mem_enc = True
         self.max_obj_ptrs = model.config.max_obj_ptrs_in_encoder
+        self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        self.non_overlap_masks = non_overlap_masks
+        self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
+        self.clear_non_cond_mem_for_multi_obj = clear_non_cond_mem_for_multi_obj
         self.stream_state: VideoState | None = None  # the state of the running `track_stream`, for inspection
 
     @property
@@ -148,6 +172,7 @@ class VideoPredictor:
         for obj in state.objects:
             obj.clear()
         state.objects.clear()
+        state.one_pass = None
 
     def _frame_image(self, state: VideoState, frame_idx: int) -> np.ndarray:
         if state.frames is None:
@@ -177,6 +202,14 @@ class VideoPredictor:
                              f"(0 to {state.num_frames - 1})")
         return int(frame_idx)
 
+    def _check_editable(self, state: VideoState) -> None:
+        if state.one_pass is not None:
+            raise RuntimeError(
+                "this video state was tracked with one_pass=True, which dropped the memories of the frames tracking "
+                "had moved past, so it takes no more prompts or propagations: call reset_state(state) and add the "
+                "prompts again, or propagate with one_pass=False (the default) to keep every frame's state for "
+                "later corrections")
+
     def _object(self, state: VideoState, obj_id: int) -> TrackedObject:
         idx = state.index_of(obj_id)
         if idx is None:
@@ -191,6 +224,7 @@ class VideoPredictor:
                               box: Any = None) -> tuple[int, list[int], torch.Tensor]:
         """Add clicks (points (N, 2) (x, y) with labels (N,), 1 = foreground) and/or a box (4,) for an object on
         a frame. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W) video-resolution logits)."""
+        self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
         if points is None and box is None:
             raise ValueError("add_new_points_or_box needs points (with labels) or a box: both are missing")
@@ -226,6 +260,7 @@ class VideoPredictor:
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int,
                      mask: Any) -> tuple[int, list[int], torch.Tensor]:
         """Give an object's mask (H, W) bool at video resolution on a frame."""
+        self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
         binary = binary_masks(mask, (state.video_height, state.video_width), "mask", allow_float=True,
                               single_object=True)
@@ -244,7 +279,10 @@ class VideoPredictor:
                       mask_in: torch.Tensor | None) -> tuple[int, list[int], torch.Tensor]:
         is_init = frame_idx not in obj.tracked
         reverse = False if is_init else obj.tracked[frame_idx]
-        temp = obj.temp_cond if is_init else obj.temp_non_cond
+        # a correction on a tracked frame is a conditioning frame only when asked: else the next propagation
+        # that reaches the frame tracks over it (the official default)
+        is_cond = is_init or self.add_all_frames_to_correct_as_cond
+        temp = obj.temp_cond if is_cond else obj.temp_non_cond
         prev_logits = None
         if points is not None:
             prev = temp.get(frame_idx) or obj.lookup(frame_idx)
@@ -253,7 +291,7 @@ class VideoPredictor:
         result, _ = self._run_frame(state, [obj], frame_idx, is_init, points, mask_in, reverse,
                                     run_mem_encoder=False, prev_mask_logits=prev_logits)
         temp[frame_idx] = result[0]
-        masks = self._consolidate(state, frame_idx, is_cond=is_init)
+        masks = self._consolidate(state, frame_idx, is_cond=is_cond)
         return frame_idx, state.obj_ids, masks
 
     def _consolidate(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
@@ -264,17 +302,23 @@ class VideoPredictor:
             temp = obj.temp_cond if is_cond else obj.temp_non_cond
             result = temp.get(frame_idx) or obj.lookup(frame_idx)
             if result is not None:
-                out[i: i + 1] = self._to_video_res(state, result.pred_masks)
-        return out
+                out[i: i + 1] = self._upscale(state, result.pred_masks)
+        return non_overlapping(out) if self.non_overlap_masks else out
 
-    def _to_video_res(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
+    def _upscale(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
         return F.interpolate(low_res.to(state.device).float(), size=(state.video_height, state.video_width),
                              mode="bilinear", align_corners=False)
+
+    def _to_video_res(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
+        """The masks returned for a tracked frame: (N, 1, H, W) video-resolution logits."""
+        out = self._upscale(state, low_res)
+        return non_overlapping(out) if self.non_overlap_masks else out
 
     @torch.inference_mode()
     def clear_all_prompts_in_frame(self, state: VideoState, frame_idx: int, obj_id: int,
                                    need_output: bool = True) -> tuple[int, list[int], torch.Tensor] | None:
         """Remove an object's prompts on a frame (its result there becomes an ordinary tracked frame)."""
+        self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
         idx = state.index_of(obj_id)
         if idx is None:
@@ -297,6 +341,7 @@ class VideoPredictor:
     def remove_object(self, state: VideoState, obj_id: int, strict: bool = True,
                       need_output: bool = True) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
         """Remove an object. Returns (remaining obj_ids, [(frame_idx, masks)] for frames it had prompts on)."""
+        self._check_editable(state)
         idx = state.index_of(obj_id)
         if idx is None:
             if strict:
@@ -409,6 +454,7 @@ class VideoPredictor:
         """Encode the memories of newly prompted frames and move them into the memory bank."""
         if not state.objects:
             raise RuntimeError("no object has prompts yet: call add_new_points_or_box or add_new_mask first")
+        inputs = {t for obj in state.objects for temp in (obj.temp_non_cond, obj.temp_cond) for t in temp}
         for obj in state.objects:
             for temp, bank in ((obj.temp_non_cond, obj.non_cond), (obj.temp_cond, obj.cond)):
                 for frame_idx, result in temp.items():
@@ -426,6 +472,21 @@ class VideoPredictor:
                 raise RuntimeError(f"object {obj.obj_id} has no prompts: add points, a box or a mask for it first")
             for frame_idx in obj.cond:
                 obj.non_cond.pop(frame_idx, None)
+        for frame_idx in sorted(inputs):
+            self._clear_around_input(state, frame_idx, keep=inputs)
+
+    def _clear_around_input(self, state: VideoState, frame_idx: int, keep: set[int]) -> None:
+        """`clear_non_cond_mem_around_input`: drop the tracked results within num_maskmem frames of an input frame
+        (both sides, as the legacy official predictor with memory_temporal_stride_for_eval = 1), of every object;
+        with several objects only under `clear_non_cond_mem_for_multi_obj`. Frames in `keep` (the inputs) stay."""
+        if not self.clear_non_cond_mem_around_input:
+            return
+        if len(state.objects) > 1 and not self.clear_non_cond_mem_for_multi_obj:
+            return
+        radius = self.model.num_maskmem
+        for obj in state.objects:
+            for t in [t for t in obj.non_cond if abs(t - frame_idx) <= radius and t not in keep]:
+                del obj.non_cond[t]
 
     def _track_frame_all(self, state: VideoState, frame_idx: int, reverse: bool) -> torch.Tensor:
         """Every object's low-res mask on a frame (B, 1, 4h, 4w), tracking those without a prompt there."""
@@ -449,18 +510,36 @@ class VideoPredictor:
                 obj.non_cond[frame_idx] = results[k]
                 obj.tracked[frame_idx] = reverse
                 masks[i] = low_res[k: k + 1]
+        if any(frame_idx in obj.cond for obj in state.objects):
+            # the legacy official predictor clears again whenever tracking passes a conditioning frame
+            self._clear_around_input(state, frame_idx, keep={frame_idx})
         return torch.cat(masks, dim=0)
 
     @torch.inference_mode()
     def propagate_in_video(self, state: VideoState, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None, reverse: bool = False,
-                           progress: bool = True) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+                           progress: bool = True,
+                           one_pass: bool = False) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         """Track every object through the video; yields (frame_idx, obj_ids, masks (num_objects, 1, H, W) logits)
-        per frame, starting at the earliest prompted frame unless `start_frame_idx` is given."""
+        per frame, starting at the earliest prompted frame unless `start_frame_idx` is given.
+
+        one_pass: the caller will not come back to this state (no corrections, no second propagation), so after
+        each frame what tracking onwards can no longer read is dropped, as `track_stream` does: RAM stays flat on
+        any length of video and the masks are the same. A reverse one-pass run also keeps what a forward one-pass
+        run from the same start frame reads (backwards, then forwards from the prompted frame, as the
+        Ultralytics-style call does); apart from that, a pruned state raises RuntimeError on new prompts and
+        propagations until `reset_state`. Default False: every frame's state is kept for interactive use.
+        """
+        resuming = state.one_pass is not None
+        if resuming and not (one_pass and not reverse and state.one_pass[1]
+                             and start_frame_idx == state.one_pass[0]):
+            self._check_editable(state)
         self._preflight(state)
         if start_frame_idx is None:
             start_frame_idx = min(t for obj in state.objects for t in obj.cond)
         start_frame_idx = self._check_frame(state, start_frame_idx)
+        if one_pass:
+            state.one_pass = (start_frame_idx, reverse)
         if max_frame_num_to_track is None:
             max_frame_num_to_track = state.num_frames
         if reverse:
@@ -472,6 +551,8 @@ class VideoPredictor:
         obj_ids = state.obj_ids
         for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
             low_res = self._track_frame_all(state, frame_idx, reverse)
+            if one_pass:
+                self._forget_unreachable(state, frame_idx, reverse, resume_from=start_frame_idx if reverse else None)
             yield frame_idx, obj_ids, self._to_video_res(state, low_res)
 
     # ------------------------------------------------------------------ streaming
@@ -516,16 +597,36 @@ class VideoPredictor:
             self._forget_unreachable(state, frame_idx)
             yield frame_idx, state.obj_ids, self._to_video_res(state, low_res)
 
-    def _forget_unreachable(self, state: VideoState, frame_idx: int) -> None:
-        keep_memory = self.model.num_maskmem - 1
+    def _forget_unreachable(self, state: VideoState, frame_idx: int, reverse: bool = False,
+                            resume_from: int | None = None) -> None:
+        """After tracking `frame_idx`, drop what tracking onwards (towards the end, or the start when reverse)
+        can no longer read: the next frame reads the object pointers of the max_obj_ptrs - 1 frames behind it and
+        the memories of the num_maskmem - 1 frames behind it (`_memory_plan`); conditioning frames are always
+        kept. `resume_from`: a forward pass will follow from this frame, so what it reads stays too."""
+        ptr_reach, mem_reach = self.max_obj_ptrs - 2, self.model.num_maskmem - 2
         for obj in state.objects:
-            # the next frame reads pointers of the previous max_obj_ptrs - 1 frames and memories of num_maskmem - 1
-            for t in [t for t in obj.non_cond if t <= frame_idx - (self.max_obj_ptrs - 1)]:
-                del obj.non_cond[t]
-            for t, result in obj.non_cond.items():
-                if t <= frame_idx - keep_memory and result.memory is not None:
+            for t in list(obj.non_cond):
+                behind = t - frame_idx if reverse else frame_idx - t
+                before_resume = resume_from - t if resume_from is not None else 0
+                if behind > ptr_reach and not 0 < before_resume <= ptr_reach:
+                    del obj.non_cond[t]
+                    continue
+                result = obj.non_cond[t]
+                if behind > mem_reach and not 0 < before_resume <= mem_reach:
                     result.memory = None  # only its object pointer is still reachable
-                if t < frame_idx:
-                    result.pred_masks = result.pred_masks[:, :, :0]  # masks of past frames are never read again
-            for t in [t for t in obj.tracked if t < frame_idx]:
+                if behind > 0 and result.pred_masks.numel():
+                    # masks of frames behind are never read again (a new tensor: a slice would keep the storage)
+                    shape = result.pred_masks.shape
+                    result.pred_masks = result.pred_masks.new_empty((*shape[:2], 0, shape[-1]))
+            for t in [t for t in obj.tracked if (t - frame_idx if reverse else frame_idx - t) > 0]:
                 del obj.tracked[t]
+
+
+def non_overlapping(logits: torch.Tensor) -> torch.Tensor:
+    """SAM 2's `non_overlap_masks` constraint on (N, 1, H, W) logits: at each pixel the object with the highest
+    logit keeps it, every other object's logit there is capped at -10 (so no pixel is in two masks)."""
+    if logits.shape[0] <= 1:
+        return logits
+    winner = logits.argmax(dim=0, keepdim=True)
+    objects = torch.arange(logits.shape[0], device=logits.device).view(-1, 1, 1, 1)
+    return torch.where(winner == objects, logits, logits.clamp(max=-10.0))

@@ -255,7 +255,9 @@ def _track_video(predictor: Any, video: VOSVideo, masks_dir: Optional[Path],
     bar = _progress(total=len(video) - start, desc=f"  {video.name}", unit="frame", leave=False, disable=not verbose)
     tracked = 0
     try:
-        for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=start, progress=False):
+        # one pass: only what tracking onwards reads is kept, so RAM stays flat on long videos
+        for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=start, progress=False,
+                                                                       one_pass=True):
             merge = _object_masks if video.per_object else _label_map
             emit(frame_idx, merge(logits, list(obj_ids), prompts, frame_idx))
             tracked += 1
