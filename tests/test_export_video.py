@@ -115,33 +115,31 @@ def test_reference_video_script(tmp_path):
                 check_masks(torch.from_numpy(got[frame_idx][1]), record)
 
 
-def test_memory_bank_matches_torch_predictor():
-    """The torch-free rules of masklet.predictors.memory_bank give the same plans as VideoPredictor._memory_plan
-    (until the torch predictor calls them itself) for conditioning/tracked frames on both sides, with and
-    without encoded memories, in both directions and for streams (no frame count)."""
-    from types import SimpleNamespace
-
+def test_memory_bank_plans_by_hand():
+    """The torch-free memory-bank rules (masklet.predictors.memory_bank, used by both VideoPredictor and
+    OnnxVideoPredictor) against plans worked out by hand from the official
+    `_prepare_memory_conditioned_features`: num_maskmem 7, 16 pointers, a 10-frame video."""
     from masklet.predictors import memory_bank
-    from masklet.predictors.video import TrackedObject
 
-    model = tiny_sam2()
-    predictor = VideoPredictor(model)
-    rng = np.random.default_rng(0)
-    for trial in range(30):
-        obj = TrackedObject(1)
-        for t in rng.choice(40, size=3, replace=False):
-            obj.cond[int(t)] = SimpleNamespace(memory=1)
-        for t in rng.choice(40, size=25, replace=False):
-            if int(t) not in obj.cond:
-                obj.non_cond[int(t)] = SimpleNamespace(memory=None if rng.random() < 0.2 else 1)
-        num_frames = None if trial % 3 == 0 else 40
-        for frame_idx in (0, 5, 17, 39):
-            for reverse in (False, True):
-                want = predictor._memory_plan(obj, frame_idx, reverse, num_frames)
-                got = memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, num_frames,
-                                              model.num_maskmem, predictor.max_obj_ptrs, model.config.sam2_1,
-                                              lambda r: r.memory is not None)
-                assert got == want
+    has = lambda r: r
+
+    def plan(cond, non_cond, frame_idx, reverse):
+        mems, ptrs = memory_bank.memory_plan(cond, non_cond, frame_idx, reverse, 10, 7, 16, True, has)
+        return [(a, b) for a, b, _ in mems], [(a, b) for a, b, _ in ptrs]
+
+    # forward on frame 8, prompt on 0, frame 3's memory not encoded (its pointer still counts)
+    mems, ptrs = plan({0: True}, {t: t != 3 for t in range(1, 10)}, 8, False)
+    assert mems == [(0, 0), (1, 2), (3, 4), (4, 5), (5, 6), (6, 7)]
+    assert ptrs == [(8, 0), (1, 7), (2, 6), (3, 5), (4, 4), (5, 3), (6, 2), (7, 1)]
+    # reverse on frame 2, prompt on 9: slots count from the later frames, pointer distance stays positive
+    mems, ptrs = plan({9: True}, {t: True for t in range(3, 9)}, 2, True)
+    assert mems == [(0, 9), (1, 8), (2, 7), (3, 6), (4, 5), (5, 4), (6, 3)]
+    assert ptrs == [(7, 9), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7), (6, 8)]
+    # a prompt on the far side of the tracked direction gives a memory but no pointer
+    mems, ptrs = plan({9: True}, {}, 2, False)
+    assert mems == [(0, 9)] and ptrs == []
+    assert memory_bank.plan_key(memory_bank.memory_plan({0: True}, {}, 1, False, 10, 7, 16, True, has)) == \
+        (((0, 0),), ((1, 0),))
     assert list(memory_bank.propagation_order(3, None, 10, False)) == list(range(3, 10))
     assert list(memory_bank.propagation_order(3, 2, 10, True)) == [3, 2, 1]
     assert list(memory_bank.propagation_order(0, None, 10, True)) == []

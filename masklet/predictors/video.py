@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
+from . import memory_bank
 from .precision import autocast, resolve_dtype
 from .prompts import NORMALIZED_COORDS_HINT, binary_masks, check_inside, official_prompts
 
@@ -370,27 +371,10 @@ class VideoPredictor:
 
     def _memory_plan(self, obj: TrackedObject, frame_idx: int, reverse: bool,
                      num_frames: int | None) -> tuple[list[tuple[int, int, FrameResult]], list[tuple[int, int, FrameResult]]]:
-        """Which memories and object pointers frame `frame_idx` attends to: ([(t_pos, frame, result)],
-        [(signed temporal distance, frame, result)])."""
-        sign = -1 if reverse else 1
-        memories = [(0, t, out) for t, out in obj.cond.items()]
-        for t_pos in range(1, self.model.num_maskmem):
-            t_rel = self.model.num_maskmem - t_pos
-            prev = frame_idx + t_rel if reverse else frame_idx - t_rel
-            out = obj.non_cond.get(prev)
-            if out is not None and out.memory is not None:
-                memories.append((t_pos, prev, out))
-        max_ptrs = self.max_obj_ptrs if num_frames is None else min(num_frames, self.max_obj_ptrs)
-        ptrs = [((frame_idx - t) * sign if self.model.config.sam2_1 else abs(frame_idx - t), t, out)
-                for t, out in obj.cond.items() if (t >= frame_idx if reverse else t <= frame_idx)]
-        for t_diff in range(1, max_ptrs):
-            t = frame_idx + t_diff if reverse else frame_idx - t_diff
-            if t < 0 or (num_frames is not None and t >= num_frames):
-                break
-            out = obj.non_cond.get(t)
-            if out is not None:
-                ptrs.append((t_diff, t, out))
-        return memories, ptrs
+        """Which memories and object pointers frame `frame_idx` attends to (`memory_bank.memory_plan`, shared with
+        the onnxruntime predictor): ([(t_pos, frame, result)], [(signed temporal distance, frame, result)])."""
+        return memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, num_frames, self.model.num_maskmem,
+                                       self.max_obj_ptrs, self.model.config.sam2_1, lambda r: r.memory is not None)
 
     def _attend(self, state: VideoState, features: ImageFeatures, plans: list) -> torch.Tensor:
         """Memory-conditioned features (B, C, h, w) for B objects sharing one memory layout."""
@@ -402,7 +386,7 @@ class VideoPredictor:
             memories.append((t_pos, stacked, memory_pos.expand(len(plans), -1, -1, -1)))
         obj_ptrs = None
         if first_ptrs:
-            max_ptrs = self.max_obj_ptrs if state.num_frames is None else min(state.num_frames, self.max_obj_ptrs)
+            max_ptrs = memory_bank.max_pointers(self.max_obj_ptrs, state.num_frames)
             stacked = torch.stack([torch.cat([plan[1][k][2].obj_ptr for plan in plans]) for k in range(len(first_ptrs))])
             obj_ptrs = self.model.object_pointer_tokens([p[0] for p in first_ptrs], stacked.to(state.device), max_ptrs)
         return self.model.attend_memory(features, memories, obj_ptrs)
@@ -498,7 +482,7 @@ class VideoPredictor:
                 obj.tracked[frame_idx] = reverse
                 continue
             plan = self._memory_plan(obj, frame_idx, reverse, state.num_frames)
-            key = (tuple((t_pos, t) for t_pos, t, _ in plan[0]), tuple((p, t) for p, t, _ in plan[1]))
+            key = memory_bank.plan_key(plan)
             if not self.batch_objects:
                 key = (i,) + key
             groups.setdefault(key, []).append((i, obj, plan))
@@ -536,18 +520,11 @@ class VideoPredictor:
             self._check_editable(state)
         self._preflight(state)
         if start_frame_idx is None:
-            start_frame_idx = min(t for obj in state.objects for t in obj.cond)
+            start_frame_idx = memory_bank.first_prompted_frame(state.objects)
         start_frame_idx = self._check_frame(state, start_frame_idx)
         if one_pass:
             state.one_pass = (start_frame_idx, reverse)
-        if max_frame_num_to_track is None:
-            max_frame_num_to_track = state.num_frames
-        if reverse:
-            end = max(start_frame_idx - max_frame_num_to_track, 0)
-            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
-        else:
-            end = min(start_frame_idx + max_frame_num_to_track, state.num_frames - 1)
-            order = range(start_frame_idx, end + 1)
+        order = memory_bank.propagation_order(start_frame_idx, max_frame_num_to_track, state.num_frames, reverse)
         obj_ids = state.obj_ids
         for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
             low_res = self._track_frame_all(state, frame_idx, reverse)
