@@ -31,6 +31,7 @@ _LAZY = {
     "AutomaticMaskGenerator": "masklet.predictors.everything",
     "auto_annotate": "masklet.api.annotate",
     "val": "masklet.val",
+    "train": "masklet.train",
 }
 
 
@@ -57,8 +58,8 @@ def __getattr__(name: str) -> Any:
         if exc.name != module:  # a missing dependency inside the module: show the real error
             raise
         raise ImportError(f"masklet.{name} is not available in this installation ({module} is missing)") from None
-    # `val` is the package itself; everything else is an attribute of its module
-    value = mod if name == "val" else getattr(mod, name)
+    # `val` and `train` are the packages themselves (masklet.train is callable); the rest attributes of modules
+    value = mod if name in ("val", "train") else getattr(mod, name)
     globals()[name] = value
     return value
 

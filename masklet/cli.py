@@ -21,7 +21,7 @@ from typing import Any
 
 from .api import PREDICT_ARGS
 
-MODES = ("predict", "track", "info", "annotate", "val")
+MODES = ("predict", "track", "info", "annotate", "val", "train")
 # Ultralytics' CLI saves predictions by default (its Python API does not)
 CLI_DEFAULTS = {"save": True}
 _BOOL_KEYS = {"multimask_output", "save", "save_txt", "save_conf", "show", "exist_ok", "verbose", "show_labels",
@@ -38,7 +38,8 @@ INFO_HELP = {"detailed": (False, "also list every parameter tensor (name, shape,
 # parsed {key: value} dict, its key table {key: (default, help)}, plain function called with the keys as kwargs
 # when there is no hook)
 EXTERNAL = {"annotate": ("masklet.api.annotate", "annotate_cli", "ANNOTATE_ARGS", "auto_annotate"),
-            "val": ("masklet.val", "val_cli", "VAL_KEYS", "run")}
+            "val": ("masklet.val", "val_cli", "VAL_KEYS", "run"),
+            "train": ("masklet.train", "train_cli", "TRAIN_KEYS", "train")}
 
 MODE_HELP = {
     "predict": "segment images, videos, folders or streams (with prompts: one mask per object; without: "
@@ -46,7 +47,8 @@ MODE_HELP = {
     "track": "track prompted objects through a video with SAM 2's memory (prompts on frame `frame`)",
     "info": "print the model's layers, parameters and GFLOPs",
     "annotate": "auto-annotate a folder of images (detector boxes -> SAM masks -> YOLO labels)",
-    "val": "evaluate a model (DAVIS J&F / interactive NoC)",
+    "val": "evaluate a model or score existing masks (DAVIS / SA-V J&F, interactive NoC)",
+    "train": "fine-tune a SAM 2 model on images (COCO, YOLO-seg, mask PNGs) or videos (DAVIS layout)",
 }
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import masklet.predictors.image as image_module
 import masklet.predictors.video as video_module
-from masklet.val import run, val_cli
+from masklet.val import run, score, val_cli
 from masklet.val.datasets import read_palette_png, write_palette_png
 from masklet.val.metrics import region_similarity
 from masklet.val.runner import click_session
@@ -94,8 +94,10 @@ def test_vos_end_to_end(tmp_path, model, capsys):
     assert [(r["video"], r["object"]) for r in res["per_object"]] == [("alpha", 1), ("alpha", 2), ("beta", 1)]
     assert [r["video"] for r in res["per_video"]] == ["alpha", "beta"]
     assert [r["prompt_frame"] for r in res["per_object"]] == [0, 2, 0]
-    # DAVIS scores the annotated frames except the first and the last: frames 1 and 2 of 4
-    assert all(r["frames"] == 2 for r in res["per_object"])
+    # a plain JPEGImages/Annotations folder is MOSE's layout: the "sav" protocol, annotated frames except the first
+    # and the last (1 and 2 of 4), each object from its first appearance: object 2 of alpha appears on frame 2
+    assert res["meta"]["protocol"] == "sav" and res["meta"]["layout"] == "mose"
+    assert [r["frames"] for r in res["per_object"]] == [2, 1, 2]
     for row in res["per_object"] + res["per_video"] + [res["summary"]]:
         for col in ("J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall"):
             assert 0.0 <= row[col] <= 1.0, (row, col)
@@ -129,6 +131,10 @@ def test_vos_end_to_end(tmp_path, model, capsys):
 
     printed = capsys.readouterr().out
     assert "J&F-Mean" in printed and "Per video" in printed and str(out) in printed
+
+    # the saved palette PNGs, scored as existing predictions, give the run's own numbers
+    again = score(root, out, save_dir=tmp_path / "again", verbose=False)
+    assert again["per_object"] == res["per_object"] and again["meta"]["protocol"] == "sav"
 
 
 class FakeVideoPredictor:

@@ -2,9 +2,13 @@
 plus reading and writing DAVIS palette PNGs.
 
 Label maps (annotation PNGs) follow the DAVIS 2017 convention: the pixel value is the object id, 0 is
-background and 255 is "void" (ignored when scoring; DAVIS uses it around uncertain borders). A greyscale
-annotation whose only values are 0 and 255 is read as a binary mask (255 -> object 1), because that is how
-DAVIS 2016 and most single-object datasets store their masks; palette PNGs never get that treatment.
+background and 255 is "void" (DAVIS marks uncertain borders with it; how it is scored is the protocol's rule, see
+`masklet.val.protocols`: both official evaluators count it as background). A greyscale annotation whose only
+values are 0 and 255 is read as a binary mask (255 -> object 1), because that is how DAVIS 2016 and most
+single-object datasets store their masks; palette PNGs never get that treatment.
+
+SA-V val/test store one binary PNG per object instead (Annotations_6fps/<video>/<object>/<frame>.png, object
+folders named by their id, "000", "001", ...), because SA-V objects may overlap; `VOSDataset` reads both layouts.
 """
 from __future__ import annotations
 
@@ -26,6 +30,10 @@ MAX_OBJECTS = 100
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _RESOLUTION_DIRS = ("480p", "Full-Resolution", "1080p")
+# folder names: DAVIS / MOSE / YouTube-VOS first, then SA-V val/test (24 fps frames, annotations every 4th frame)
+_IMAGE_DIRS = ("JPEGImages", "JPEGImages_24fps")
+_ANNOTATION_DIRS = ("Annotations", "Annotations_6fps")
+LAYOUTS = ("davis", "sav", "mose")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,6 +125,50 @@ def read_palette_png(path: PathLike) -> np.ndarray:
     return _read_label_png(Path(path))[0]
 
 
+def _check_size(arr: np.ndarray, path: Path, frame_hw: Optional[tuple[int, int]], frame: Optional[Path],
+                what: str) -> None:
+    if frame_hw is not None and arr.shape != frame_hw:
+        of = f"its frame {frame}" if frame is not None else "the frame"
+        raise ValueError(f"{what} {path} is {arr.shape[1]}x{arr.shape[0]} (WxH) but {of} is {frame_hw[1]}x"
+                         f"{frame_hw[0]}; {what}s must have the frame's size (resize with nearest-neighbour "
+                         "interpolation, or use the matching resolution folder)")
+
+
+def read_label_map(path: PathLike, frame_hw: Optional[tuple[int, int]] = None, frame: Optional[PathLike] = None,
+                   what: str = "annotation") -> np.ndarray:
+    """An (H, W) uint8 label map (object ids, 0 background, 255 void) from a palette or greyscale PNG.
+
+    A greyscale PNG holding only 0 and 255 is a binary mask and comes back as 0/1 (see the module docstring).
+    With `frame_hw` the size is checked against the frame's (ValueError naming both files).
+    """
+    path = Path(path)
+    arr, mode = _read_label_png(path)
+    _check_size(arr, path, frame_hw, None if frame is None else Path(frame), what)
+    if mode in ("L", "I;16", "I;16B", "I;16L", "I") and arr.size:
+        values = np.unique(arr)
+        if len(values) == 2 and values[0] == 0 and values[1] == VOID_LABEL:
+            arr = (arr == VOID_LABEL).astype(np.uint8)
+    return arr
+
+
+def read_object_png(path: PathLike, frame_hw: Optional[tuple[int, int]] = None, frame: Optional[PathLike] = None,
+                    what: str = "annotation") -> np.ndarray:
+    """One object's (H, W) bool mask from an SA-V-style per-object PNG: any non-zero pixel is the object.
+
+    More than two distinct values means the PNG is not one object's binary mask (a label map with several
+    objects, or an anti-aliased mask): ValueError, as sav_benchmark refuses such files.
+    """
+    path = Path(path)
+    arr, _ = _read_label_png(path)
+    _check_size(arr, path, frame_hw, None if frame is None else Path(frame), what)
+    values = np.unique(arr)
+    if len(values) > 2:
+        raise ValueError(f"{what} {path} holds {len(values)} distinct values ({', '.join(map(str, values[:6]))}"
+                         f"{', ...' if len(values) > 6 else ''}); a per-object PNG holds one object: 0 background, "
+                         "one non-zero value for the object. Save one binary PNG per object and frame")
+    return arr != 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Video object segmentation (DAVIS layout)
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,14 +187,17 @@ class VOSVideo:
     """One video of a VOS dataset: its frames, the annotated frames and the objects in them.
 
     frame_paths: the frames in order (sorted by file name). annotation_paths: frame index -> annotation PNG
-    (only annotated frames). Object ids and first appearances are found by reading the annotations the first
-    time they are needed, and cached.
+    (only annotated frames; label maps). object_paths (SA-V per-object layout instead): frame index ->
+    {object id: binary PNG}, and object_dirs: object id -> its folder name ("000"). Object ids and first
+    appearances are found by reading the annotations the first time they are needed, and cached.
     """
 
     name: str
     frame_paths: list[Path]
     annotation_paths: dict[int, Path]
     max_objects: Optional[int] = MAX_OBJECTS
+    object_paths: Optional[dict[int, dict[int, Path]]] = None
+    object_dirs: Optional[dict[int, str]] = None
     _object_ids: Optional[list[int]] = field(default=None, repr=False)
     _first: Optional[dict[int, int]] = field(default=None, repr=False)
     _size: Optional[tuple[int, int]] = field(default=None, repr=False)
@@ -156,9 +211,14 @@ class VOSVideo:
         return [p.stem for p in self.frame_paths]
 
     @property
+    def per_object(self) -> bool:
+        """True for the SA-V layout: one binary PNG per object and frame (objects may overlap)."""
+        return self.object_paths is not None
+
+    @property
     def annotated_frames(self) -> list[int]:
-        """Indices of the frames that have an annotation PNG, ascending."""
-        return sorted(self.annotation_paths)
+        """Indices of the frames that have an annotation PNG (any object's, per-object layout), ascending."""
+        return sorted(self.object_paths if self.per_object else self.annotation_paths)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -180,42 +240,64 @@ class VOSVideo:
         Raises KeyError when the frame is not annotated and ValueError for colour PNGs or a size that differs
         from the frame's.
         """
+        if self.per_object:
+            raise ValueError(f"video {self.name!r} stores one PNG per object (SA-V layout): objects may overlap, so "
+                             "there is no single label map; use gt_objects(index) or gt_mask(index, obj_id)")
         if index not in self.annotation_paths:
             raise KeyError(f"frame {index} of video {self.name!r} has no annotation; annotated frames: "
                            f"{self.annotated_frames[:10]}{' ...' if len(self.annotation_paths) > 10 else ''}")
-        path = self.annotation_paths[index]
-        arr, mode = _read_label_png(path)
-        frame_hw = _frame_size(self.frame_paths[index])
-        if arr.shape != frame_hw:
-            raise ValueError(f"annotation {path} is {arr.shape[1]}x{arr.shape[0]} (WxH) but its frame "
-                             f"{self.frame_paths[index]} is {frame_hw[1]}x{frame_hw[0]}; annotations must have the "
-                             "frame's size (resize with nearest-neighbour interpolation, or use the matching "
-                             "resolution folder)")
-        if mode in ("L", "I;16", "I;16B", "I;16L", "I") and arr.size:
-            values = np.unique(arr)
-            if len(values) == 2 and values[0] == 0 and values[1] == VOID_LABEL:
-                arr = (arr == VOID_LABEL).astype(np.uint8)
+        arr = read_label_map(self.annotation_paths[index], _frame_size(self.frame_paths[index]),
+                             self.frame_paths[index])
         return arr
+
+    def _object_mask(self, index: int, obj_id: int) -> np.ndarray:
+        path = self.object_paths.get(index, {}).get(obj_id)  # type: ignore[union-attr]
+        frame_hw = _frame_size(self.frame_paths[index])
+        if path is None:  # this object has no PNG on a frame another object has: absent there
+            return np.zeros(frame_hw, dtype=bool)
+        return read_object_png(path, frame_hw, self.frame_paths[index])
+
+    def gt_objects(self, index: int) -> dict[int, np.ndarray]:
+        """{object id: (H, W) bool mask} of the objects present (non-empty) on annotated frame `index`.
+
+        Label maps: every id other than 0 and 255 (void, not an object). Per-object layout: every object whose
+        PNG has a non-zero pixel. Objects absent from the dict are absent from the frame.
+        """
+        if self.per_object:
+            if index not in self.object_paths:  # type: ignore[operator]
+                raise KeyError(f"frame {index} of video {self.name!r} has no annotation; annotated frames: "
+                               f"{self.annotated_frames[:10]}")
+            masks = {obj: self._object_mask(index, obj) for obj in sorted(self.object_paths[index])}  # type: ignore
+            return {obj: m for obj, m in masks.items() if m.any()}
+        labels = self.read_annotation(index)
+        return {int(v): labels == v for v in np.unique(labels) if v not in (0, VOID_LABEL)}
 
     def gt_masks(self, index: int) -> dict[int, np.ndarray]:
         """{object id: (H, W) bool mask} for every object of the video (absent objects get an empty mask)."""
+        if self.per_object:
+            return {obj: self._object_mask(index, obj) for obj in self.object_ids}
         labels = self.read_annotation(index)
         return {obj: labels == obj for obj in self.object_ids}
 
     def gt_mask(self, index: int, obj_id: int) -> np.ndarray:
         """(H, W) bool mask of one object on an annotated frame."""
+        if self.per_object:
+            return self._object_mask(index, obj_id)
         return self.read_annotation(index) == obj_id
 
     def void_mask(self, index: int) -> np.ndarray:
-        """(H, W) bool mask of the void (label 255) pixels of an annotated frame."""
+        """(H, W) bool mask of the void (label 255) pixels of an annotated frame (none in the per-object layout)."""
+        if self.per_object:
+            return np.zeros(_frame_size(self.frame_paths[index]), dtype=bool)
         return self.read_annotation(index) == VOID_LABEL
 
     def _scan(self) -> None:
         first: dict[int, int] = {}
         for idx in self.annotated_frames:
-            for v in np.unique(self.read_annotation(idx)):
+            present = self.gt_objects(idx) if self.per_object else np.unique(self.read_annotation(idx))
+            for v in present:
                 v = int(v)
-                if v not in (0, VOID_LABEL) and v not in first:
+                if (self.per_object or v not in (0, VOID_LABEL)) and v not in first:
                     first[v] = idx
             if self.max_objects is not None and len(first) > self.max_objects:
                 ids = sorted(first)
@@ -227,9 +309,11 @@ class VOSVideo:
                     "masks get many stray values. Save the masks with nearest-neighbour resizing as palette PNGs "
                     "(masklet.val.datasets.write_palette_png), or raise max_objects if the ids are genuine")
         if not first:
-            raise ValueError(f"video {self.name!r}: none of its {len(self.annotation_paths)} annotation PNGs "
-                             f"(e.g. {self.annotation_paths[self.annotated_frames[0]]}) contains an object (all "
-                             "pixels are 0 = background or 255 = void); annotate at least one object")
+            example = (self.annotation_paths[self.annotated_frames[0]] if not self.per_object
+                       else next(iter(self.object_paths[self.annotated_frames[0]].values())))  # type: ignore[index]
+            raise ValueError(f"video {self.name!r}: none of its {len(self.annotated_frames)} annotated frames "
+                             f"(e.g. {example}) contains an object (all pixels are 0 = background or 255 = void); "
+                             "annotate at least one object")
         self._first = first
         self._object_ids = sorted(first)
 
@@ -255,16 +339,16 @@ class VOSVideo:
     def scored_frames(self, skip_first_last: bool = True) -> list[int]:
         """Annotated frames to score.
 
-        skip_first_last=True follows the DAVIS 2017 semi-supervised evaluation, which leaves out the video's
-        first frame (the prompt) and last frame; when that leaves nothing (videos of 1-2 frames) all
-        annotated frames are returned. Objects appearing later are still scored on the frames before their
-        first appearance, where an empty prediction scores J = F = 1.
+        skip_first_last=True leaves out the first and the last annotated frame, as both official evaluators do
+        (davis2017-evaluation drops the first and last annotation PNG, sav_benchmark the first and last PNG of each
+        object; on DAVIS every frame is annotated, so that is the video's first and last frame; on SA-V, annotated
+        every 4th frame, the last annotated frame need not be the last frame). When that leaves nothing (1 or 2
+        annotated frames, which neither evaluator can score) all annotated frames are returned. Which objects are
+        scored on which of these frames is the protocol's rule (`masklet.val.protocols`).
         """
         frames = self.annotated_frames
-        if skip_first_last:
-            kept = [i for i in frames if 0 < i < len(self.frame_paths) - 1]
-            if kept:
-                return kept
+        if skip_first_last and len(frames) > 2:
+            return frames[1:-1]
         return frames
 
     def validate(self) -> None:
@@ -273,12 +357,18 @@ class VOSVideo:
 
 
 class VOSDataset:
-    """A DAVIS-layout video object segmentation dataset.
+    """A video object segmentation dataset in DAVIS, MOSE or SA-V layout.
 
     Layout: root/JPEGImages/<video>/<frame>.jpg and root/Annotations/<video>/<frame>.png (label maps, see the
-    module docstring). If JPEGImages holds a resolution folder ("480p", as in DAVIS) it is used (or pick one
-    with `resolution`). Videos come from root/ImageSets/2017/<split>.txt (or root/ImageSets/<split>.txt) when
-    that file exists, else from all folders in JPEGImages, sorted; `videos` restricts to the named ones.
+    module docstring); SA-V's folder names JPEGImages_24fps / Annotations_6fps are accepted too, and so is
+    SA-V's per-object layout Annotations*/<video>/<object>/<frame>.png (detected per video: object folders
+    instead of PNGs). If JPEGImages holds a resolution folder ("480p", as in DAVIS) it is used (or pick one
+    with `resolution`). Videos come from root/ImageSets/2017/<split>.txt, root/ImageSets/<split>.txt or
+    root/sav_<split>.txt (SA-V) when that file exists, else from all folders in JPEGImages, sorted; `videos`
+    restricts to the named ones. `layout` says which benchmark the folder looks like, and so which
+    protocol scores it by default (`masklet.val.protocols.default_protocol`): "davis" (a resolution folder or
+    ImageSets/2017, what davis2017-evaluation reads), "sav" (per-object PNG folders, SA-V folder names or list)
+    or "mose" (plain JPEGImages/ + Annotations/ label maps: MOSE, YouTube-VOS-like and custom datasets).
     `max_videos` keeps the first N videos and `max_frames` the first N frames of each (objects are then the
     ones annotated within those frames). Frames and annotations are matched by file stem; not every frame
     needs an annotation (sparse annotations, as in YouTube-VOS). A video whose annotations hold more than
@@ -291,14 +381,15 @@ class VOSDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"VOS dataset folder not found: {self.root}")
-        img_root = self.root / "JPEGImages"
-        ann_root = self.root / "Annotations"
+        img_root = next((self.root / d for d in _IMAGE_DIRS if (self.root / d).is_dir()), self.root / "JPEGImages")
+        ann_root = next((self.root / d for d in _ANNOTATION_DIRS if (self.root / d).is_dir()),
+                        self.root / "Annotations")
         for folder, what in ((img_root, "frames: JPEGImages/<video>/<frame>.jpg"),
                              (ann_root, "label PNGs: Annotations/<video>/<frame>.png")):
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder} not found: a DAVIS-layout dataset needs root/JPEGImages and "
-                                        f"root/Annotations folders ({what}); check that {self.root} is the "
-                                        "dataset root")
+                                        f"root/Annotations folders ({what}; SA-V's JPEGImages_24fps and "
+                                        f"Annotations_6fps work too); check that {self.root} is the dataset root")
         if resolution is None:
             resolution = next((r for r in _RESOLUTION_DIRS if (img_root / r).is_dir() and (ann_root / r).is_dir()),
                               None)
@@ -310,6 +401,7 @@ class VOSDataset:
         self.image_root, self.annotation_root = img_root, ann_root
         self.max_frames = max_frames
         self.max_objects = max_objects
+        self._listing: Optional[Path] = None
 
         names = self._list_videos(split)
         if videos is not None:
@@ -324,10 +416,21 @@ class VOSDataset:
         if not names:
             raise ValueError(f"no videos found in {self.image_root}; expected one folder of frames per video")
         self.videos: list[VOSVideo] = [self._load_video(n) for n in names]
+        self.layout = self._detect_layout(resolution)
+
+    def _detect_layout(self, resolution: Optional[str]) -> str:
+        if (any(v.per_object for v in self.videos) or self.image_root.name in _IMAGE_DIRS[1:]
+                or (self._listing is not None and self._listing.name.startswith("sav_"))):
+            return "sav"
+        if resolution is not None or (self.root / "ImageSets" / "2017").is_dir():
+            return "davis"
+        return "mose"
 
     def _list_videos(self, split: str) -> list[str]:
-        for listing in (self.root / "ImageSets" / "2017" / f"{split}.txt", self.root / "ImageSets" / f"{split}.txt"):
+        for listing in (self.root / "ImageSets" / "2017" / f"{split}.txt", self.root / "ImageSets" / f"{split}.txt",
+                        self.root / f"sav_{split}.txt"):
             if listing.is_file():
+                self._listing = listing
                 names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
                 missing = [n for n in names if not (self.image_root / n).is_dir()]
                 if missing:
@@ -345,6 +448,13 @@ class VOSDataset:
             frames = frames[:self.max_frames]
         ann_dir = self.annotation_root / name
         anns = sorted(ann_dir.glob("*.png")) if ann_dir.is_dir() else []
+        object_dirs = sorted(d for d in ann_dir.iterdir() if d.is_dir()) if ann_dir.is_dir() else []
+        if object_dirs:
+            if anns:
+                raise ValueError(f"{ann_dir} mixes label PNGs ({anns[0].name}) and object folders "
+                                 f"({object_dirs[0].name}/); use one layout: <frame>.png label maps (DAVIS) or "
+                                 "<object>/<frame>.png binary masks (SA-V)")
+            return self._load_object_folders(name, frames, frame_dir, object_dirs)
         if not anns:
             raise ValueError(f"video {name!r} has {len(frames)} frames in {frame_dir} but no annotations: "
                              f"{ann_dir} is missing or holds no .png files. Add at least the first frame's label "
@@ -363,6 +473,33 @@ class VOSDataset:
             raise ValueError(f"video {name!r}: none of the first {len(frames)} frames has an annotation in {ann_dir}; "
                              "raise max_frames or annotate an earlier frame")
         return VOSVideo(name=name, frame_paths=frames, annotation_paths=by_frame, max_objects=self.max_objects)
+
+    def _load_object_folders(self, name: str, frames: list[Path], frame_dir: Path,
+                             object_dirs: list[Path]) -> VOSVideo:
+        """SA-V layout: Annotations*/<video>/<object id>/<frame>.png, one binary mask per object and frame."""
+        index_of = {p.stem: i for i, p in enumerate(frames)}
+        all_stems = {p.stem for p in frame_dir.iterdir()}
+        by_frame: dict[int, dict[int, Path]] = {}
+        dirs: dict[int, str] = {}
+        for d in object_dirs:
+            if not d.name.isdigit():
+                raise ValueError(f"object folder {d} is not named by a number; SA-V layout names object folders "
+                                 "by their id (000, 001, ...)")
+            obj = int(d.name)
+            if obj in dirs:
+                raise ValueError(f"object folders {d.parent / dirs[obj]} and {d} name the same object id {obj}")
+            dirs[obj] = d.name
+            for a in sorted(d.glob("*.png")):
+                if a.stem in index_of:
+                    by_frame.setdefault(index_of[a.stem], {})[obj] = a
+                elif a.stem not in all_stems:
+                    raise ValueError(f"annotation {a} has no frame with the same name in {frame_dir}; annotation "
+                                     "and frame files must share their stem (e.g. 00000.jpg / 00000.png)")
+        if not by_frame:
+            raise ValueError(f"video {name!r}: none of the first {len(frames)} frames has an annotation in its object "
+                             f"folders {object_dirs[0].parent}/<object>/; raise max_frames or check the frame names")
+        return VOSVideo(name=name, frame_paths=frames, annotation_paths={}, max_objects=None,
+                        object_paths=by_frame, object_dirs=dirs)
 
     def __len__(self) -> int:
         return len(self.videos)

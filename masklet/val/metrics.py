@@ -4,7 +4,8 @@ interactive-segmentation protocol (simulated clicks, NoC, mIoU-vs-clicks curve a
 Conventions (all written from the metric definitions, see each function):
 
 * Masks are (H, W) arrays; anything non-zero is foreground. An optional ``void`` mask marks pixels that
-  are ignored (label 255 in DAVIS-style annotations).
+  are ignored. The benchmark protocols (`masklet.val.protocols`) pass none: both official evaluators count
+  DAVIS's void label 255 as background, so predicting over it is a false positive.
 * J and F of two empty masks are 1.0; F is 0.0 when exactly one of the two boundaries is empty.
 * ``statistics`` ignores NaN frames.
 * Interactive: clicks are (x, y) = (column, row) pixel coordinates plus a positive/negative flag.
@@ -194,9 +195,11 @@ def statistics(values: ArrayLike, threshold: float = 0.5, n_bins: int = 4,
     np.array_split (sizes differ by at most one; min(n_bins, T) groups), which gives slightly different decays
     on short sequences. Empty or all-NaN input gives NaN for all three.
 
-    One difference from the toolkit remains on purpose: a NaN frame is left out of the recall here, while the
-    toolkit counts it as a miss (NaN > 0.5 is False). J and F are never NaN in `masklet val`, so this only
-    matters to callers passing NaN themselves.
+    Two differences from the toolkit remain on purpose. A NaN frame is left out of the recall here, while the
+    toolkit counts it as a miss (NaN > 0.5 is False); J and F are never NaN in `masklet val`, so this only
+    matters to callers passing NaN themselves. And the toolkit's `db_statistics` casts its bin edges to uint8,
+    which wraps past 255: for 256+ frames its decay is NaN or averages the wrong frames (T = 300: the last edge
+    299 becomes 43, so the last bin is empty); masklet keeps integer edges and gives the intended decay.
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     nan = float("nan")

@@ -2,18 +2,22 @@
 
 Two protocols, both written from their published descriptions:
 
-* task="vos" - semi-supervised video object segmentation on a DAVIS-layout dataset (DAVIS 2017, MOSE, or
-  SA-V / YouTube-VOS once their masks are one palette PNG per frame; see `VOSDataset`). Every object is
+* task="vos" - semi-supervised video object segmentation on a DAVIS, MOSE or SA-V layout dataset (see
+  `VOSDataset`; SA-V's per-object PNG folders are read as they are). Every object is
   prompted with its ground-truth mask on its first annotated frame (frame 0 for most objects; objects
   appearing later on the frame where they first appear). All objects of a video live in one tracking
   state and the video is propagated forward once from the earliest prompt. The per-object logits are
   merged into one label map per frame: a pixel goes to the object with the highest logit among those > 0
   (background when none is > 0; ties to the smaller id). That label map is what is scored and what is saved,
-  so the palette PNGs score the same with any DAVIS-style toolkit. An object has no prediction on frames
+  so the palette PNGs score the same with any DAVIS-style toolkit. In the SA-V per-object layout objects may
+  overlap, so each object's mask is its own logits > 0, saved as <save_dir>/masks/<video>/<object>/<frame>.png
+  (as the official vos_inference.py --per_obj_png_file does). An object has no prediction on frames
   before its prompt frame (the protocol does not let a tracker know an object before it is given). Scoring
-  follows the DAVIS 2017 toolkit: annotated frames except the video's first and last
-  (`VOSVideo.scored_frames`), void (255) pixels ignored, J / F statistics with the toolkit's decay bins,
-  dataset means over all objects. As in the official SAM 2 VOS inference behind the paper's numbers, no
+  follows the benchmark's protocol (`protocol="davis"` or `"sav"`, detected from the layout; the rules are in
+  `masklet.val.protocols`): the annotated frames except the first and the last, void (255) counted as
+  background, J / F statistics with the DAVIS toolkit's decay bins, dataset means over all objects.
+  `pred=` scores an existing prediction folder instead of running a model (`masklet.val.score`).
+  As in the official SAM 2 VOS inference behind the paper's numbers, no
   mask post-processing is applied (hole filling off), and on CUDA the model runs under bfloat16 autocast
   unless `dtype` says otherwise.
 
@@ -38,8 +42,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import numpy as np
 
-from .datasets import MAX_OBJECTS, VOID_LABEL, InteractiveDataset, VOSDataset, VOSVideo, write_palette_png
-from .metrics import boundary_f_measure, interactive_summary, miou_curve, next_click, region_similarity
+from .datasets import MAX_OBJECTS, InteractiveDataset, VOSDataset, VOSVideo, write_palette_png
+from .metrics import interactive_summary, miou_curve, next_click, region_similarity
+from .protocols import VideoScorer, check_protocol, resolve_protocol
 from .report import (
     VOS_COLUMNS,
     ObjectScores,
@@ -63,9 +68,13 @@ PRINT_ROWS = 100  # longer per-object / per-sample tables are only written to CS
 
 # key -> (default, help) of `val_cli`; the defaults are those of `run`.
 VAL_KEYS: dict[str, tuple[Any, str]] = {
-    "model": (None, "checkpoint name or path (sam2.1_b.pt, ...), required"),
-    "data": (None, "dataset root: DAVIS layout (JPEGImages/, Annotations/) for task=vos; images/ + masks/ or a "
-                   "COCO JSON for task=interactive; required"),
+    "model": (None, "checkpoint name or path (sam2.1_b.pt, ...); needed unless pred= is given"),
+    "data": (None, "dataset root: DAVIS, MOSE or SA-V layout (JPEGImages/, Annotations/) for task=vos; images/ + "
+                   "masks/ or a COCO JSON for task=interactive; required"),
+    "pred": (None, "vos: score the masks in this folder instead of running a model (<pred>/<video>/<frame>.png "
+                   "label maps, or SA-V <pred>/<video>/<object>/<frame>.png)"),
+    "protocol": (None, "vos: davis (DAVIS 2017 tables) or sav (SA-V, MOSE tables); default: from the dataset "
+                       "layout"),
     "task": ("vos", "vos (J&F, semi-supervised video object segmentation) or interactive (NoC, mIoU vs clicks)"),
     "imgsz": (None, "model input size, a multiple of 64 for SAM 2 (default: the model's native size)"),
     "max_videos": (None, "vos: evaluate only the first N videos"),
@@ -207,53 +216,54 @@ def _label_map(logits: "torch.Tensor", obj_ids: list[int], prompt_frame: Mapping
         return label.to(torch.uint8).cpu().numpy()
 
 
-def _score_frame(video: VOSVideo, frame_idx: int, label: np.ndarray, j: dict[int, list[float]],
-                 f: dict[int, list[float]]) -> None:
-    gt = video.read_annotation(frame_idx)
-    if gt.shape != label.shape:
-        raise ValueError(f"annotation of frame {frame_idx} of {video.name!r} is {gt.shape[1]}x{gt.shape[0]} but the "
-                         f"prediction is {label.shape[1]}x{label.shape[0]}")
-    void = gt == VOID_LABEL
-    void_or_none = void if void.any() else None
-    for obj in j:
-        pred, target = label == obj, gt == obj
-        j[obj].append(region_similarity(pred, target, void_or_none))
-        f[obj].append(boundary_f_measure(pred, target, void=void_or_none))
+def _object_masks(logits: "torch.Tensor", obj_ids: list[int], prompt_frame: Mapping[int, int],
+                  frame_idx: int) -> dict[int, np.ndarray]:
+    """(N, 1, H, W) logits -> {object id: (H, W) bool mask = logits > 0}, each object on its own (they may overlap,
+    as SA-V's do); objects not yet prompted at `frame_idx` are empty."""
+    import torch
+
+    with torch.inference_mode():
+        masks = (logits[:, 0] > 0).cpu().numpy()
+    return {o: masks[i] if prompt_frame[o] <= frame_idx else np.zeros_like(masks[i]) for i, o in enumerate(obj_ids)}
 
 
 def _track_video(predictor: Any, video: VOSVideo, masks_dir: Optional[Path],
-                 verbose: bool) -> tuple[list[ObjectScores], int]:
+                 verbose: bool, protocol: str = "davis") -> tuple[list[ObjectScores], int]:
     """Prompt, propagate, write and score one video; returns its per-object scores and the frames tracked."""
     prompts = video.prompt_frames()
-    scored = set(video.scored_frames())
-    j: dict[int, list[float]] = {o: [] for o in prompts}
-    f: dict[int, list[float]] = {o: [] for o in prompts}
+    scorer = VideoScorer(video, protocol)
     frames = _VideoFrames(video)
     names = video.frame_names
 
-    def emit(frame_idx: int, label: np.ndarray) -> None:
+    def emit(frame_idx: int, pred: Any) -> None:
         if masks_dir is not None:
-            write_palette_png(masks_dir / video.name / f"{names[frame_idx]}.png", label)
-        if frame_idx in scored:
-            _score_frame(video, frame_idx, label, j, f)
+            if isinstance(pred, dict):  # SA-V layout: one binary PNG per object, in the annotations' folder names
+                for obj, mask in pred.items():
+                    write_palette_png(masks_dir / video.name / video.object_dirs[obj] / f"{names[frame_idx]}.png",
+                                      mask.astype(np.uint8))
+            else:
+                write_palette_png(masks_dir / video.name / f"{names[frame_idx]}.png", pred)
+        scorer.add(frame_idx, pred)
 
     state = predictor.init_state(frames)
     for obj, frame_idx in prompts.items():
         predictor.add_new_mask(state, frame_idx, obj, video.gt_mask(frame_idx, obj))
     start = min(prompts.values())
-    for frame_idx in range(start):  # before the first prompt nothing is known: empty masks (scored like DAVIS)
-        emit(frame_idx, np.zeros((frames.height, frames.width), dtype=np.uint8))
+    for frame_idx in range(start):  # before the first prompt nothing is known: empty masks
+        empty = np.zeros((frames.height, frames.width), dtype=np.uint8)
+        emit(frame_idx, {o: empty.astype(bool) for o in prompts} if video.per_object else empty)
     bar = _progress(total=len(video) - start, desc=f"  {video.name}", unit="frame", leave=False, disable=not verbose)
     tracked = 0
     try:
         for frame_idx, obj_ids, logits in predictor.propagate_in_video(state, start_frame_idx=start, progress=False):
-            emit(frame_idx, _label_map(logits, list(obj_ids), prompts, frame_idx))
+            merge = _object_masks if video.per_object else _label_map
+            emit(frame_idx, merge(logits, list(obj_ids), prompts, frame_idx))
             tracked += 1
             bar.update()
     finally:
         bar.close()
         predictor.reset_state(state)
-    return [ObjectScores(video.name, obj, j[obj], f[obj], prompt_frame=prompts[obj]) for obj in prompts], tracked
+    return scorer.results(), tracked
 
 
 def _open_vos(data: PathLike, max_videos: Optional[int], max_frames: Optional[int], split: str,
@@ -269,7 +279,7 @@ def _open_vos(data: PathLike, max_videos: Optional[int], max_frames: Optional[in
 
 
 def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike], save_masks: bool, verbose: bool,
-             dtype: "torch.dtype", meta: dict[str, Any]) -> dict[str, Any]:
+             dtype: "torch.dtype", meta: dict[str, Any], protocol: str = "davis") -> dict[str, Any]:
     from ..predictors.video import VideoPredictor
 
     # fill_hole_area=0: the official evaluation applies no post-processing to the masks it scores
@@ -281,7 +291,7 @@ def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike]
     timing: dict[str, tuple[int, float]] = {}
     for video in _progress(dataset, desc="videos", unit="video", disable=not verbose):
         t0 = time.perf_counter()
-        video_scores, tracked = _track_video(predictor, video, masks_dir, verbose)
+        video_scores, tracked = _track_video(predictor, video, masks_dir, verbose, protocol)
         scores.extend(video_scores)
         timing[video.name] = (tracked, time.perf_counter() - t0)
 
@@ -303,7 +313,7 @@ def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike]
     if verbose:
         if len(object_rows) <= PRINT_ROWS:
             print(format_table(object_rows, title="\nPer object"))
-        print(format_table(video_rows, title="\nPer video"))
+        print(format_table(video_rows, title=f"\nPer video ({protocol} protocol)"))
         print(format_table(summary_row, title=f"\nSummary ({dataset.root})"))
         print(f"\nResults saved to {out}")
     return {"task": "vos", "summary": summary_row, "per_video": video_rows, "per_object": object_rows,
@@ -415,12 +425,17 @@ def _positive(name: str, value: Optional[int]) -> Optional[int]:
     return int(value)
 
 
-def run(model: Any, data: PathLike, task: str = "vos", imgsz: Optional[int] = None, max_videos: Optional[int] = None,
-        max_frames: Optional[int] = None, max_clicks: int = 20, device: Any = None,
+def run(model: Any = None, data: Optional[PathLike] = None, task: str = "vos", imgsz: Optional[int] = None,
+        max_videos: Optional[int] = None, max_frames: Optional[int] = None, max_clicks: int = 20, device: Any = None,
         save_dir: Optional[PathLike] = None, save_masks: bool = True, verbose: bool = True, *,
         max_samples: Optional[int] = None, split: str = "val", dtype: Any = None, multimask_first: bool = True,
-        max_objects: Optional[int] = MAX_OBJECTS) -> dict[str, Any]:
+        max_objects: Optional[int] = MAX_OBJECTS, protocol: Optional[str] = None,
+        pred: Optional[PathLike] = None) -> dict[str, Any]:
     """Evaluate `model` on `data` and write the results; returns them as a dict.
+
+    task="vos" scores under `protocol` ("davis" or "sav", default: the dataset layout's own; rules in
+    `masklet.val.protocols`). pred: a folder of existing predicted masks to score instead of running a model
+    (model must then be None; see `masklet.val.score.score`, which this calls).
 
     model: a checkpoint name or path (resolved with `resolve_weights`, loaded with `load_model`) or a loaded
     masklet model (or `masklet.SAM`, whose model is used). task="vos": DAVIS-layout dataset, J / F / J&F with
@@ -443,6 +458,25 @@ def run(model: Any, data: PathLike, task: str = "vos", imgsz: Optional[int] = No
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not a validation task: use 'vos' (video object segmentation, J&F) or "
                          "'interactive' (click-based image segmentation, NoC)")
+    if data is None:
+        raise ValueError("data= is required: the dataset root, e.g. masklet.val.run(model='sam2.1_t.pt', data='DAVIS')")
+    protocol = check_protocol(protocol)
+    if pred is not None:
+        if task != "vos":
+            raise ValueError("pred= scores existing video predictions (task='vos'); interactive evaluation needs a "
+                             "model to click with")
+        if model is not None:
+            raise ValueError("give either model= (run it and score its masks) or pred= (score masks that already "
+                             "exist), not both")
+        if max_frames is not None:
+            raise ValueError("max_frames applies to running a model; with pred= every scored frame is read")
+        from .score import score
+
+        return score(data, pred, protocol=protocol, save_dir=save_dir, verbose=verbose,
+                     max_videos=_positive("max_videos", max_videos), split=split, max_objects=max_objects)
+    if model is None:
+        raise ValueError("model= is required (a checkpoint name or path, e.g. sam2.1_t.pt), or pred= to score a "
+                         "folder of existing predictions")
     max_videos, max_frames = _positive("max_videos", max_videos), _positive("max_frames", max_frames)
     max_samples, max_clicks = _positive("max_samples", max_samples), _positive("max_clicks", max_clicks)
     if max_clicks is None:
@@ -471,8 +505,10 @@ def run(model: Any, data: PathLike, task: str = "vos", imgsz: Optional[int] = No
         net.set_image_size(size)
     try:
         if task == "vos":
-            meta.update(max_videos=max_videos, max_frames=max_frames, split=split)
-            return _run_vos(net, dataset, save_dir, save_masks, verbose, torch_dtype, meta)
+            name = resolve_protocol(protocol, dataset)  # type: ignore[arg-type]
+            meta.update(max_videos=max_videos, max_frames=max_frames, split=split, protocol=name,
+                        layout=dataset.layout)  # type: ignore[union-attr]
+            return _run_vos(net, dataset, save_dir, save_masks, verbose, torch_dtype, meta, name)
         meta.update(max_samples=max_samples, max_clicks=max_clicks, multimask_first=multimask_first,
                     thresholds=list(IOU_THRESHOLDS))
         return _run_interactive(net, dataset, save_dir, max_clicks, multimask_first, verbose, torch_dtype, meta)
@@ -501,7 +537,7 @@ def _coerce(key: str, value: Any) -> Any:
         return text
     if key in _INT_KEYS and isinstance(value, float) and value.is_integer():
         return int(value)
-    if key in ("data", "save_dir", "model") and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if key in ("data", "save_dir", "model", "pred") and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return value
 
@@ -509,9 +545,10 @@ def _coerce(key: str, value: Any) -> Any:
 def val_cli(args: Mapping[str, Any]) -> dict[str, Any]:
     """`masklet val key=value ...`: check and convert the parsed keys, then call `run`.
 
-    Keys (default): model (required), data (required), task ("vos" | "interactive"), imgsz, max_videos,
-    max_frames, max_samples, max_clicks (20), split ("val"), device, dtype, save_dir, save_masks (True),
-    multimask_first (True), max_objects (100), verbose (True); `VAL_KEYS` holds a help line for each.
+    Keys (default): model (required unless pred=), data (required), pred, protocol ("davis" | "sav", default
+    from the layout), task ("vos" | "interactive"), imgsz, max_videos, max_frames, max_samples, max_clicks (20),
+    split ("val"), device, dtype, save_dir, save_masks (True), multimask_first (True), max_objects (100),
+    verbose (True); `VAL_KEYS` holds a help line for each.
     Values may be strings ("512", "False", "None"). Unknown or missing keys raise ValueError.
     """
     unknown = [k for k in args if k not in VAL_KEYS]
@@ -522,10 +559,11 @@ def val_cli(args: Mapping[str, Any]) -> dict[str, Any]:
                  for k in unknown]
         raise ValueError(f"unknown key(s) for 'masklet val': {', '.join(hints)}. Valid keys: {', '.join(VAL_KEYS)}")
     kwargs = {k: _coerce(k, v) for k, v in args.items()}
-    missing = [k for k in ("model", "data") if kwargs.get(k) is None]
+    missing = [k for k in ("model", "data") if kwargs.get(k) is None and not (k == "model" and kwargs.get("pred"))]
     if missing:
         raise ValueError(f"masklet val needs {' and '.join(f'{k}=' for k in missing)}, e.g. "
-                         "masklet val model=sam2.1_b.pt data=path/to/DAVIS task=vos")
+                         "masklet val model=sam2.1_b.pt data=path/to/DAVIS task=vos (or pred=FOLDER instead of "
+                         "model= to score existing masks)")
     return run(**kwargs)
 
 

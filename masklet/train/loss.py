@@ -1,0 +1,125 @@
+"""SAM 2's training loss: focal + dice on the best of the multimask outputs, L1 on the predicted IoUs of every
+mask, and an object-score term, summed over correction steps and frames.
+
+Follows `MultiStepMultiMasksAndIous` of Meta's training code (`training/loss_fns.py`) with the weights of its
+fine-tuning config (`sam2.1_hiera_b+_MOSE_finetune.yaml`): focal x 20 (alpha 0.25, gamma 2), dice x 1, IoU L1
+x 1 supervised on all masks, object score as a focal loss with gamma 0 and no alpha (plain BCE) x 1. The mask,
+dice and IoU terms of an object count only on frames where the object is present; every term is divided by the
+number of objects (averaged over DDP ranks, as the official loss does).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+LOSS_KEYS = ("loss_mask", "loss_dice", "loss_iou", "loss_class")
+CORE_LOSS = "core_loss"
+
+
+def focal_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                        gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al., RetinaNet) averaged over pixels: (N, M, H, W) -> (N, M).
+
+    alpha < 0 switches the class weighting off; gamma = 0 gives plain binary cross-entropy.
+    """
+    return _focal(logits, targets, alpha, gamma).flatten(2).mean(-1)
+
+
+def _focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if gamma:
+        prob = logits.sigmoid()
+        p_t = prob * targets + (1 - prob) * (1 - targets)
+        ce = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        ce = ce * (alpha * targets + (1 - alpha) * (1 - targets))
+    return ce
+
+
+def dice_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice with +1 smoothing, in the L1 form of Wang et al. (MICCAI 2023): (N, M, H, W) -> (N, M)."""
+    prob = logits.sigmoid().flatten(2)
+    tgt = targets.flatten(2)
+    total = prob.sum(-1) + tgt.sum(-1)
+    overlap = total - (prob - tgt).abs().sum(-1)  # = 2 * sum(p * t) for binary targets
+    return 1 - (overlap + 1) / (total + 1)
+
+
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of the thresholded (logit > 0) masks with the targets, (N, M, H, W) -> (N, M); 0 for two empty masks."""
+    pred, gt = logits.flatten(2) > 0, targets.flatten(2) > 0
+    inter = (pred & gt).sum(-1).float()
+    union = (pred | gt).sum(-1).float()
+    return inter / union.clamp(min=1.0)
+
+
+@dataclass
+class SAM2Loss:
+    """The official multi-step, multi-mask loss.
+
+    __call__(outputs, targets): `outputs` is a list over frames of dicts holding lists over prediction steps
+    (first prompt, then each correction click) of
+      "multistep_pred_multimasks_high_res" (N, M, H, W) mask logits (M = 3 multimask or 1),
+      "multistep_pred_ious" (N, M) predicted IoUs, "multistep_object_score_logits" (N, 1);
+    `targets` (frames, N, H, W) binary masks. Returns {"loss_mask", "loss_dice", "loss_iou", "loss_class",
+    "core_loss"} summed over frames and steps, where core_loss is the weighted sum that is back-propagated.
+    """
+
+    weights: Mapping[str, float] = field(default_factory=lambda: {"loss_mask": 20.0, "loss_dice": 1.0,
+                                                                   "loss_iou": 1.0, "loss_class": 1.0})
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    supervise_all_iou: bool = True
+    iou_use_l1_loss: bool = True
+    pred_obj_scores: bool = True
+    focal_alpha_obj_score: float = -1.0
+    focal_gamma_obj_score: float = 0.0
+
+    def num_objects(self, targets: torch.Tensor) -> float:
+        n = torch.tensor(float(targets.shape[1]), device=targets.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(n)
+            n = n / torch.distributed.get_world_size()
+        return max(float(n), 1.0)
+
+    def __call__(self, outputs: Sequence[Mapping[str, Sequence[torch.Tensor]]],
+                 targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        if len(outputs) != len(targets):
+            raise ValueError(f"{len(outputs)} frames of outputs but {len(targets)} frames of targets")
+        num_objects = self.num_objects(targets)
+        totals: dict[str, torch.Tensor] = {}
+        for frame_out, frame_targets in zip(outputs, targets):
+            target = frame_targets.unsqueeze(1).float()
+            steps = zip(frame_out["multistep_pred_multimasks_high_res"], frame_out["multistep_pred_ious"],
+                        frame_out["multistep_object_score_logits"])
+            for masks, ious, obj_logits in steps:
+                for key, value in self._step(masks, target, ious, obj_logits, num_objects).items():
+                    totals[key] = totals[key] + value if key in totals else value
+        totals[CORE_LOSS] = sum(totals[k] * self.weights.get(k, 0.0) for k in LOSS_KEYS if self.weights.get(k, 0.0))
+        return totals
+
+    def _step(self, masks: torch.Tensor, target: torch.Tensor, ious: torch.Tensor, obj_logits: torch.Tensor,
+              num_objects: float) -> dict[str, torch.Tensor]:
+        target = target.expand_as(masks)
+        focal = focal_loss_per_mask(masks, target, self.focal_alpha, self.focal_gamma) / num_objects
+        dice = dice_loss_per_mask(masks, target) / num_objects
+        actual = mask_iou(masks, target)
+        iou_err = (F.l1_loss if self.iou_use_l1_loss else F.mse_loss)(ious, actual, reduction="none") / num_objects
+        if self.pred_obj_scores:
+            present = (target[:, 0] > 0).flatten(1).any(-1, keepdim=True).to(masks.dtype)
+            loss_class = _focal(obj_logits, present, self.focal_alpha_obj_score,
+                                self.focal_gamma_obj_score).mean(1).sum() / num_objects
+        else:
+            present = masks.new_ones(masks.shape[0], 1)
+            loss_class = masks.new_zeros(())
+        if masks.shape[1] > 1:
+            # only the output closest to the target (lowest weighted focal + dice) is trained to produce it
+            combo = focal * self.weights["loss_mask"] + dice * self.weights["loss_dice"]
+            best = combo.argmin(-1, keepdim=True)
+            focal, dice = focal.gather(1, best), dice.gather(1, best)
+            iou_err = iou_err.mean(-1, keepdim=True) if self.supervise_all_iou else iou_err.gather(1, best)
+        return {"loss_mask": (focal * present).sum(), "loss_dice": (dice * present).sum(),
+                "loss_iou": (iou_err * present).sum(), "loss_class": loss_class}

@@ -1,0 +1,314 @@
+"""Fine-tuning pieces: the loss against the official implementation, prompt simulation by behaviour, the
+training datasets and augmentation, the optimizer groups and schedule, and the loss falling on a few steps."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_fixture
+from PIL import Image
+
+from masklet.models.build import build_model
+from masklet.train.data import Augment, ImageTrainDataset, VideoTrainDataset, YoloSegFolder, detect_format
+from masklet.train.forward import image_forward, video_forward
+from masklet.train.loss import SAM2Loss
+from masklet.train.optim import layer_scale, lr_factor, param_groups, parse_freeze
+from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
+from masklet.utils.boxes import masks_to_boxes
+from masklet.val.datasets import write_palette_png
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the tiny model's ops are too small to share between two threads on a busy 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def test_loss_matches_official_values_and_gradients():
+    case = load_fixture("sam2_training_loss_case.pt")
+    outs = [{k: [t.clone().requires_grad_(True) for t in v] for k, v in frame.items()} for frame in case["outs"]]
+    cfg = case["config"]
+    loss = SAM2Loss(weights=cfg["weight_dict"], supervise_all_iou=cfg["supervise_all_iou"],
+                    iou_use_l1_loss=cfg["iou_use_l1_loss"], pred_obj_scores=cfg["pred_obj_scores"],
+                    focal_gamma_obj_score=cfg["focal_gamma_obj_score"],
+                    focal_alpha_obj_score=cfg["focal_alpha_obj_score"])
+    assert loss == SAM2Loss()  # the defaults are the fine-tuning config
+    losses = loss(outs, case["targets"])
+    for key, expected in case["losses"].items():
+        assert float(losses[key].detach()) == pytest.approx(expected, rel=1e-5), key
+    losses["core_loss"].backward()
+    for frame, grads in zip(outs, case["grads"]):
+        for key, tensors in frame.items():
+            for t, g in zip(tensors, grads[key]):
+                scale = float(g.abs().max()) or 1.0
+                assert float((t.grad - g).abs().max()) <= 1e-5 * scale, key
+
+
+def test_loss_ignores_masks_of_absent_objects_and_picks_best_output():
+    target = torch.zeros(1, 2, 16, 16)
+    target[0, 0, 4:12, 4:12] = 1  # object 1 absent
+    good = torch.where(target[0, 0] > 0, 10.0, -10.0)
+    masks = torch.stack([torch.stack([good, -good, torch.zeros_like(good)]),
+                         torch.stack([good, good, good])]).requires_grad_(True)
+    out = [{"multistep_pred_multimasks_high_res": [masks], "multistep_pred_ious": [torch.full((2, 3), 0.5)],
+            "multistep_object_score_logits": [torch.tensor([[5.0], [-5.0]])]}]
+    losses = SAM2Loss()(out, target)
+    losses["core_loss"].backward()
+    assert masks.grad[1].abs().sum() == 0  # absent object: no mask / dice / IoU gradient
+    assert masks.grad[0, 1:].abs().sum() == 0  # only the best of the three outputs is trained
+    assert masks.grad[0, 0].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def _blob(h=64, w=80):
+    gt = torch.zeros(1, h, w, dtype=torch.bool)
+    gt[0, 10:40, 20:60] = True
+    return gt
+
+
+def test_correction_clicks_land_in_the_error_region_with_the_right_label():
+    gt = _blob()
+    pred = torch.zeros_like(gt)
+    pred[0, 20:50, 30:70] = True  # misses the top-left, spills bottom-right
+    g = torch.Generator().manual_seed(0)
+    labels_seen = set()
+    for _ in range(200):
+        pts, lbl = error_click(gt, pred, g)
+        x, y = int(pts[0, 0, 0]), int(pts[0, 0, 1])
+        label = int(lbl[0, 0])
+        labels_seen.add(label)
+        if label == 1:
+            assert gt[0, y, x] and not pred[0, y, x]
+        else:
+            assert pred[0, y, x] and not gt[0, y, x]
+    assert labels_seen == {0, 1}
+    # first click (no prediction): a positive point inside the mask
+    pts, lbl = error_click(gt, None, g)
+    assert int(lbl) == 1 and gt[0, int(pts[0, 0, 1]), int(pts[0, 0, 0])]
+    # an exact prediction: a negative click on the background
+    pts, lbl = error_click(gt, gt.clone(), g)
+    assert int(lbl) == 0 and not gt[0, int(pts[0, 0, 1]), int(pts[0, 0, 0])]
+
+
+def test_box_noise_stays_within_ten_percent_capped_at_20_px():
+    g = torch.Generator().manual_seed(1)
+    small = _blob()                                  # 40 x 30 box: noise up to 4 x 3 px
+    big = torch.zeros(1, 600, 800, dtype=torch.bool)
+    big[0, 100:500, 100:700] = True                  # 600 x 400 box: noise capped at 20 px
+    for gt, bound in ((small, torch.tensor([3.9, 2.9, 3.9, 2.9])), (big, torch.tensor([20.0] * 4))):
+        tight = masks_to_boxes(gt).float()[0]
+        moved = []
+        for _ in range(100):
+            pts, lbl = box_prompt(gt, generator=g)
+            assert lbl.tolist() == [[2, 3]]
+            moved.append(pts.reshape(4) - tight)
+        moved = torch.stack(moved).abs()
+        assert (moved <= bound + 1e-4).all()
+        assert (moved.amax(0) > 0.7 * bound).all()  # the noise uses its range
+    edge = torch.zeros(1, 50, 50, dtype=torch.bool)
+    edge[0, 0:20, 30:50] = True
+    for _ in range(20):
+        pts, _ = box_prompt(edge, generator=g)
+        assert pts.min() >= 0 and pts.max() <= 49
+
+
+def test_prompts_are_reproducible_from_a_seed():
+    gt, pred = _blob(), torch.zeros_like(_blob())
+    a = [error_click(gt, pred, torch.Generator().manual_seed(5)), box_prompt(gt, generator=torch.Generator().manual_seed(5))]
+    b = [error_click(gt, pred, torch.Generator().manual_seed(5)), box_prompt(gt, generator=torch.Generator().manual_seed(5))]
+    for (pa, la), (pb, lb) in zip(a, b):
+        assert torch.equal(pa, pb) and torch.equal(la, lb)
+    plans = [plan_clip(8, PromptRecipe(), torch.Generator().manual_seed(s)) for s in range(300)]
+    assert plans[7] == plan_clip(8, PromptRecipe(), torch.Generator().manual_seed(7))
+    use_points = np.mean([p.use_point_input for p in plans])
+    assert 0.4 < use_points < 0.6  # P(click input) = 0.5
+    for p in plans:
+        assert p.init_cond_frames[0] == 0 and 1 <= len(p.init_cond_frames) <= 2
+        assert p.processing_order[:len(p.init_cond_frames)] == p.init_cond_frames
+        assert sorted(p.processing_order) == list(range(8))
+        if p.use_point_input:
+            assert p.frames_to_correct[:len(p.init_cond_frames)] == p.init_cond_frames
+            assert len(p.frames_to_correct) <= 2
+        else:
+            assert p.frames_to_correct == []
+    assert {len(p.init_cond_frames) for p in plans} == {1, 2}
+    assert plan_clip(1, PromptRecipe(), torch.Generator()).use_point_input  # images always get clicks
+
+
+def test_video_forward_steps_and_corrected_frames_condition_the_rest():
+    torch.manual_seed(0)
+    model = build_model("sam2_test").train()
+    model.set_image_size(128)
+    gt = torch.zeros(4, 2, 128, 128, dtype=torch.bool)
+    gt[:, 0, 20:60, 20:70] = True
+    gt[:, 1, 80:110, 60:120] = True
+    features = model.encode_image(torch.randn(4, 3, 128, 128))
+    recipe = PromptRecipe(corrections=2, prob_box=0.0)  # a point first: three masks
+    plan = ClipPlan(4, True, [0], [0, 2])
+    outs = video_forward(model, features, gt, recipe, torch.Generator().manual_seed(0), plan)
+    steps = [len(o["multistep_pred_ious"]) for o in outs]
+    assert steps == [3, 1, 3, 1]  # first prompt + 2 corrections on the corrected frames
+    assert outs[0]["multistep_pred_multimasks_high_res"][0].shape == (2, 3, 128, 128)  # one click: 3 masks
+    assert outs[0]["multistep_pred_multimasks_high_res"][1].shape[1] == 1  # two clicks: one mask
+    losses = SAM2Loss()(outs, gt)
+    losses["core_loss"].backward()
+    assert model.memory_attention.layers[0].linear1.weight.grad.abs().sum() > 0
+    mask_plan = ClipPlan(4, False, [0], [])
+    outs = video_forward(model, features.to("cpu"), gt, recipe, torch.Generator().manual_seed(0), mask_plan)
+    first = outs[0]["multistep_pred_multimasks_high_res"][0]
+    assert torch.equal(first > 0, gt[0][:, None])  # the GT mask is taken as the output
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _shapes_image(rng, h=72, w=96):
+    img = (rng.random((h, w, 3)) * 50).astype(np.uint8)
+    ids = np.zeros((h, w), np.uint8)
+    y, x = rng.integers(5, 30), rng.integers(5, 40)
+    img[y:y + 25, x:x + 35] = (220, 40, 40)
+    ids[y:y + 25, x:x + 35] = 1
+    return img, ids
+
+
+def test_coco_yolo_and_mask_folders_give_the_same_training_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    img, ids = _shapes_image(rng)
+    ys, xs = np.nonzero(ids == 1)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    h, w = ids.shape
+    # image + mask PNG folder
+    (tmp_path / "m" / "images").mkdir(parents=True)
+    (tmp_path / "m" / "masks").mkdir()
+    Image.fromarray(img).save(tmp_path / "m" / "images" / "a.png")
+    Image.fromarray(ids).save(tmp_path / "m" / "masks" / "a.png")
+    # COCO JSON with a polygon
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": h, "width": w}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}],
+            "categories": [{"id": 1, "name": "box"}]}
+    (tmp_path / "c").mkdir()
+    Image.fromarray(img).save(tmp_path / "c" / "a.png")
+    (tmp_path / "c" / "ann.json").write_text(json.dumps(coco))
+    # YOLO segmentation labels
+    (tmp_path / "y" / "images" / "train").mkdir(parents=True)
+    (tmp_path / "y" / "labels" / "train").mkdir(parents=True)
+    Image.fromarray(img).save(tmp_path / "y" / "images" / "train" / "a.png")
+    poly = np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=float) / np.array([w, h] * 4)
+    (tmp_path / "y" / "labels" / "train" / "a.txt").write_text("0 " + " ".join(f"{v:.6f}" for v in poly) + "\n")
+    assert [detect_format(tmp_path / d) for d in ("m", "c", "y")] == ["masks", "coco", "yolo"]
+    assert detect_format(tmp_path / "c" / "ann.json") == "coco"
+    masks = []
+    for d in ("m", "c/ann.json", "y"):
+        ds = ImageTrainDataset(tmp_path / d, 64, Augment.none())
+        images, m = ds[0]
+        assert images.shape == (1, 3, 64, 64) and m.shape == (1, 1, 64, 64) and m.dtype == torch.bool
+        masks.append(m[0, 0])
+    for m in masks[1:]:
+        inter, union = (m & masks[0]).sum(), (m | masks[0]).sum()
+        assert inter / union > 0.9
+    with pytest.raises(ValueError, match="polygon"):
+        (tmp_path / "y" / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        YoloSegFolder(tmp_path / "y", "train")[0]
+    with pytest.raises(ValueError, match="layout"):
+        (tmp_path / "empty").mkdir()
+        detect_format(tmp_path / "empty")
+
+
+def test_augmentation_moves_image_and_masks_together(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(3):
+        img, ids = _shapes_image(rng)
+        Image.fromarray(img).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray(ids).save(tmp_path / "masks" / f"{i}.png")
+    ds = ImageTrainDataset(tmp_path, 64, Augment(flip=1.0))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    for epoch in range(3):
+        ds.epoch = epoch
+        for i in range(3):
+            images, masks = ds[i]
+            red = (images[0] * std + mean)[0]
+            inside, outside = red[masks[0, 0]], red[~masks[0, 0]]
+            assert inside.mean() > 0.6 and outside.mean() < 0.3  # the red shape is where its mask is
+    ds.epoch = 0
+    assert torch.equal(ds[1][0], ds[1][0])  # seeded by (seed, epoch, index)
+    ds.epoch = 1
+    assert not torch.equal(ds[1][0], ImageTrainDataset(tmp_path, 64, Augment(flip=1.0))[1][0])
+
+
+def test_video_dataset_clips(tmp_path):
+    rng = np.random.default_rng(2)
+    for name in ("v1", "v2"):
+        (tmp_path / "JPEGImages" / name).mkdir(parents=True)
+        for t in range(6):
+            img = (rng.random((48, 64, 3)) * 40).astype(np.uint8)
+            lab = np.zeros((48, 64), np.uint8)
+            lab[10:20, 5 + 3 * t:20 + 3 * t] = 1
+            lab[30:40, 40:55] = 2 if t < 4 else 0
+            img[lab == 1] = (200, 30, 30)
+            Image.fromarray(img).save(tmp_path / "JPEGImages" / name / f"{t:05d}.jpg")
+            write_palette_png(tmp_path / "Annotations" / name / f"{t:05d}.png", lab)
+    assert detect_format(tmp_path) == "vos"
+    ds = VideoTrainDataset(tmp_path, 64, num_frames=4, augment=Augment.none(), max_objects=3)
+    images, masks = ds[0]
+    assert images.shape == (4, 3, 64, 64) and masks.shape[:2] == (4, 2) and masks.shape[2:] == (64, 64)
+    assert masks[0].flatten(1).any(-1).all()  # objects come from those visible on the clip's first frame
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+def test_param_groups_layer_decay_and_schedule():
+    model = build_model("sam2_test")
+    n = len(model.image_encoder.trunk.blocks)
+    assert layer_scale("image_encoder.trunk.blocks.0.attn.qkv.weight", n, 0.9) == pytest.approx(0.9 ** n)
+    assert layer_scale(f"image_encoder.trunk.blocks.{n - 1}.mlp.layers.0.weight", n, 0.9) == pytest.approx(0.9)
+    assert layer_scale("image_encoder.trunk.patch_embed.proj.weight", n, 0.9) == pytest.approx(0.9 ** (n + 1))
+    assert layer_scale("image_encoder.trunk.pos_embed", n, 0.9) == 1.0
+    assert layer_scale("sam_mask_decoder.iou_token.weight", n, 0.9) == 1.0
+    groups = param_groups(model, 0.1, 0.6, 0.9)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["sam_mask_decoder.iou_token.weight"])]["lr_scale"] == 1.0
+    assert by_param[id(named["image_encoder.neck.convs.0.conv.weight"])]["lr_scale"] == pytest.approx(0.6)
+    assert by_param[id(named["sam_mask_decoder.iou_token.weight"])]["weight_decay"] == 0.1
+    assert by_param[id(named["memory_attention.norm.weight"])]["weight_decay"] == 0.0  # LayerNorm
+    assert by_param[id(named["obj_ptr_proj.layers.0.bias"])]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    factors = [lr_factor(s, 100, warmup=0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+    assert parse_freeze("image_encoder,memory", model)[:2] == ["image_encoder.", "memory_attention."]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        parse_freeze("imagencoder", model)
+
+
+# ---------------------------------------------------------------------------------------------- learning
+def test_loss_falls_over_a_few_steps():
+    torch.manual_seed(0)
+    model = build_model("sam2_test").train()
+    model.set_image_size(128)
+    images = torch.randn(2, 3, 128, 128) * 0.2
+    gt = torch.zeros(2, 128, 128, dtype=torch.bool)
+    gt[0, 20:70, 30:90] = True
+    gt[1, 60:120, 10:50] = True
+    images[0, 0][gt[0]] += 1.5
+    images[1, 1][gt[1]] += 1.5
+    opt = torch.optim.AdamW(param_groups(model, 0.0, 1.0, 1.0), lr=2e-3)
+    recipe = PromptRecipe(corrections=1)
+    history = []
+    for _ in range(8):
+        features = model.encode_image(images)
+        outs = image_forward(model, features, torch.tensor([0, 1]), gt, recipe, torch.Generator().manual_seed(0))
+        loss = SAM2Loss()(outs, gt[None])["core_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(float(loss))
+    assert history[-1] < 0.5 * history[0], history
