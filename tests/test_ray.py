@@ -140,3 +140,25 @@ def test_bad_engine_arguments(ray_local, weights, inputs, tmp_path):
     with pytest.raises(ValueError, match="num_workers"):
         auto_annotate(inputs, det_model=detector, sam_model=weights, output_dir=tmp_path / "o", engine="ray",
                       num_workers=0, verbose=False)
+
+
+def test_val_engine_ray_gives_the_same_report(ray_local, weights, tmp_path):
+    from test_val_run import make_vos
+
+    from masklet.val import run, val_cli
+
+    root = make_vos(tmp_path / "vos")
+    local = run(weights, root, save_dir=tmp_path / "local", verbose=False)
+    spread = val_cli({"model": weights, "data": str(root), "save_dir": str(tmp_path / "ray"), "engine": "ray",
+                      "num_workers": "2", "verbose": "False"})
+    assert spread["meta"]["engine"] == "ray"
+    assert spread["summary"] == local["summary"]
+    assert spread["per_object"] == local["per_object"]
+    drop_fps = [{k: v for k, v in row.items() if k != "fps"} for row in local["per_video"]]
+    assert [{k: v for k, v in row.items() if k != "fps"} for row in spread["per_video"]] == drop_fps
+    masks = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local" / "masks").rglob("*.png"))
+    assert len(masks) == 8
+    for rel in masks:
+        assert (tmp_path / "ray" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
+    with pytest.raises(ValueError, match="engine='ray' spreads videos"):
+        run(weights, root, task="interactive", engine="ray", verbose=False)

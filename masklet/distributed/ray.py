@@ -267,3 +267,56 @@ def annotate_with_ray(items: list, run_dir: Any, source: Any, config: dict, **kw
     path = AnnotateOutput(out)
     path.summary = summary
     return path
+
+
+# ---------------------------------------------------------------------------------------------- val
+class _VOSWorker:
+    """A Ray actor: the model and video predictor of `masklet.val.runner` built once, then videos tracked and
+    scored one by one (writing their masks, when asked, into the shared output folder)."""
+
+    def __init__(self, config: dict) -> None:
+        from ..val.runner import _prepare_model, _resolve_dtype, _vos_predictor
+
+        net, _ = _prepare_model(config["model"], config["device"])
+        if config["imgsz"] is not None and hasattr(net, "set_image_size"):
+            net.set_image_size(config["imgsz"])
+        self.predictor = _vos_predictor(net, _resolve_dtype(config["dtype"], net.device))
+        self.dataset, self.protocol = config["dataset"], config["protocol"]
+        self.masks_dir = None if config["masks_dir"] is None else Path(config["masks_dir"])
+
+    def __call__(self, batch: Any) -> Any:
+        import pickle
+
+        import pandas as pd
+
+        from ..val.runner import _track_video
+
+        rows = []
+        for name in batch["video"]:
+            t0 = time.perf_counter()
+            scores, tracked = _track_video(self.predictor, self.dataset[name], self.masks_dir, False, self.protocol)
+            rows.append({"video": name, "scores": pickle.dumps(scores), "tracked": tracked,
+                         "seconds": time.perf_counter() - t0})
+        return pd.DataFrame(rows)
+
+
+def vos_tracker(model: Any, device: Any, imgsz: int | None, dtype: Any, protocol: str, *, address: str | None,
+                num_workers: int | None, gpus_per_worker: float, verbose: bool) -> Any:
+    """The `engine` of `masklet.val.runner._run_vos` on Ray: (dataset, masks_dir) -> {video: (scores, frames
+    tracked, seconds)}, one video per unit of work. A video that fails stops the run (a report must be whole)."""
+    gpus = _check_gpus(gpus_per_worker)
+    ray = init_ray(address, verbose=False)
+    workers = _workers(ray, num_workers, gpus)
+
+    def track(dataset: Any, masks_dir: Path | None) -> dict[str, tuple]:
+        import pickle
+
+        config = {"model": model, "device": device, "imgsz": imgsz, "dtype": dtype, "dataset": dataset,
+                  "protocol": protocol, "masks_dir": None if masks_dir is None else str(masks_dir)}
+        items = [{"video": v} for v in dataset.names]
+        results = {}
+        for row in _pool(ray, items, _VOSWorker, config, min(workers, len(items)), gpus, 1, verbose):
+            results[row["video"]] = (pickle.loads(row["scores"]), int(row["tracked"]), float(row["seconds"]))
+        return results
+
+    return track
