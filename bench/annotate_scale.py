@@ -8,13 +8,14 @@ The inputs are copies of the shared photos (--size, default 320x213) with two bo
 (so the numbers are SAM's work, not a detector's). Every configuration annotates the same images into a fresh
 folder with one torch thread per worker (the single process too, so the work per item is the same):
 
-* local: `auto_annotate(engine="local")` (after an untimed warm-up call that pays the imports);
+* local: `auto_annotate(engine="local")` (after an untimed warm-up call that pays the imports); startup_s is the
+  wall time of a run on one image (model load, checks), items_per_s = (images - 1) / (wall_s - startup_s).
 * ray_N: `auto_annotate(engine="ray", num_workers=N)` on a local Ray started once with --ray-cpus CPUs (its
   start-up is reported apart as ray_init_s). Each call starts its actors and loads the model in each, as a real
-  run does. item_s_mean is the mean time a worker spent on one item (from manifest.jsonl).
+  run does. items_per_s is the steady rate from the workers' finish times in manifest.jsonl ((items - 1) / (last
+  finish - first finish)); startup_s = wall_s - items / items_per_s is the fixed cost of a run (actor start-up,
+  model loads, the COCO merge); item_s_mean is the mean time a worker spent inside one item.
 
-Every configuration runs twice: on N images (one per worker; startup_s, the fixed cost of a run) and on all
-images (wall_s). items_per_s = (images - N) / (wall_s - startup_s) is the steady throughput, fixed costs aside.
 overhead_per_item_s = 1 / items_per_s(ray_1) - 1 / items_per_s(local): what Ray adds per item with one worker
 (scheduling, batching, result transfer). The throughput model: a run takes startup_s + items / (workers x
 per-worker items/s), as long as each worker has a core (or a GPU) of its own.
@@ -56,23 +57,22 @@ def timed(images: Path, labels: Path, weights: str, out: Path, **kw) -> tuple[fl
     return time.perf_counter() - t0, result
 
 
-def run(images: Path, labels: Path, weights: str, out: Path, first: int, **kw) -> dict:
-    """Fixed cost (a run on the first `first` images) and steady throughput (all images)."""
-    few = images.parent / f"few_{first}"
-    if not few.exists():
-        few.mkdir()
-        for p in sorted(images.iterdir())[:first]:
-            shutil.copy(p, few / p.name)
-    startup, _ = timed(few, labels, weights, out.with_name(out.name + "_few"), **kw)
+def run(images: Path, labels: Path, weights: str, out: Path, **kw) -> dict:
+    """Wall time, steady throughput and fixed cost of one run over all images."""
     wall, result = timed(images, labels, weights, out, **kw)
     n = len(list(images.iterdir()))
-    row = {"startup_s": startup, "wall_s": wall, "items_per_s": (n - first) / max(wall - startup, 1e-9),
-           "items_per_s_with_startup": n / wall}
     manifest = out / "manifest.jsonl"
-    if manifest.exists():
-        secs = [json.loads(line)["seconds"] for line in manifest.read_text().splitlines()]
-        row.update(item_s_mean=sum(secs) / len(secs), done=result.summary["done"], failed=result.summary["failed"])
-    return row
+    if not manifest.exists():  # local: fixed cost = a run on one image (after the warm-up that paid the imports)
+        startup, _ = timed(images.parent / "warmup_images", labels, weights, out.with_name("local_one"))
+        rate = (n - 1) / max(wall - startup, 1e-9)
+        return {"wall_s": wall, "items_per_s": rate, "items_per_s_with_startup": n / wall, "startup_s": startup}
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    done = sorted(r["finished"] for r in rows)
+    # the items after the first one finished, over the time they took: actor start-up and model loads aside
+    rate = (len(done) - 1) / max(done[-1] - done[0], 1e-9)
+    return {"wall_s": wall, "items_per_s": rate, "items_per_s_with_startup": n / wall,
+            "startup_s": max(0.0, wall - n / rate), "item_s_mean": sum(r["seconds"] for r in rows) / len(rows),
+            "done": result.summary["done"], "failed": result.summary["failed"]}
 
 
 def _one(images: Path) -> Path:
@@ -105,9 +105,8 @@ def main() -> None:
         common.free_model(model)
         images, labels = make_inputs(tmp, args.images, size)
         common.log(f"[local] {args.images} images")
-        timed(images.parent / "few_1" if (images.parent / "few_1").exists() else _one(images), labels,
-              str(weights), tmp / "warmup")
-        result["local"] = run(images, labels, str(weights), tmp / "local", 1)
+        timed(_one(images), labels, str(weights), tmp / "warmup")
+        result["local"] = run(images, labels, str(weights), tmp / "local")
 
         import ray
 
@@ -117,7 +116,7 @@ def main() -> None:
         try:
             for n in [int(w) for w in args.workers.split(",")]:
                 common.log(f"[ray] {n} worker(s)")
-                result[f"ray_{n}"] = run(images, labels, str(weights), tmp / f"ray_{n}", n, engine="ray",
+                result[f"ray_{n}"] = run(images, labels, str(weights), tmp / f"ray_{n}", engine="ray",
                                          num_workers=n, batch_size=args.batch_size)
                 same = all((tmp / f"ray_{n}" / p.name).read_text() == p.read_text()
                            for p in (tmp / "local").iterdir())

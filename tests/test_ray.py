@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,12 +135,17 @@ def test_bad_item_is_recorded_and_retried(ray_local, weights, inputs, tmp_path, 
     assert (out / "errors.jsonl").read_text() == ""
 
 
-def test_bad_engine_arguments(ray_local, weights, inputs, tmp_path):
+def test_bad_engine_arguments(ray_local, weights, inputs, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="engine must be"):
         auto_annotate(inputs, det_model=detector, sam_model=weights, engine="spark", verbose=False)
     with pytest.raises(ValueError, match="num_workers"):
         auto_annotate(inputs, det_model=detector, sam_model=weights, output_dir=tmp_path / "o", engine="ray",
                       num_workers=0, verbose=False)
+    with monkeypatch.context() as m:  # Ray not installed
+        m.setitem(sys.modules, "ray", None)
+        with pytest.raises(ImportError, match=r"pip install 'masklet\[ray\]'"):
+            auto_annotate(inputs, det_model=detector, sam_model=weights, output_dir=tmp_path / "o", engine="ray",
+                          verbose=False)
 
 
 def test_val_engine_ray_gives_the_same_report(ray_local, weights, tmp_path):

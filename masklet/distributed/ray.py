@@ -143,7 +143,7 @@ class _AnnotateWorker:
                 if not isinstance(exc, (OSError, ValueError, RuntimeError)):
                     error += "\n" + traceback.format_exc(limit=3)
             rows.append({"index": int(index), "kind": kind, "path": path, "error": error,
-                         "stats": json.dumps(stats), "seconds": time.perf_counter() - t0})
+                         "stats": json.dumps(stats), "seconds": time.perf_counter() - t0, "finished": time.time()})
         return pd.DataFrame(rows)
 
 
@@ -204,7 +204,8 @@ def annotate_ray(items: list, run_dir: Any, source: Any, config: dict, *, addres
                 no_entry += stats.pop("no_entry")
                 totals.update(stats)
                 manifest.write(json.dumps({"path": row["path"], "kind": row["kind"], "format": fmt,
-                                           "seconds": round(row["seconds"], 4), "stats": stats}) + "\n")
+                                           "seconds": round(row["seconds"], 4),
+                                           "finished": round(row["finished"], 3), "stats": stats}) + "\n")
                 manifest.flush()  # recorded as soon as it is done: a crash loses at most the items in flight
     seconds = time.perf_counter() - t0
     (out / ERRORS).write_text("".join(json.dumps(e) + "\n" for e in errors))
