@@ -78,7 +78,7 @@ def run(images: Path, labels: Path, weights: str, out: Path, **kw) -> dict:
 def _one(images: Path) -> Path:
     one = images.parent / "warmup_images"
     one.mkdir()
-    first = sorted(images.iterdir())[0]
+    first = min(images.iterdir())
     shutil.copy(first, one / first.name)
     return one
 

@@ -33,7 +33,7 @@ RAY_HINT = "pip install 'masklet[ray]'"
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401  (the [data] extra)
+        import ray.data  # the [data] extra
     except ImportError as exc:
         raise ImportError(f"engine='ray' needs Ray Data ({exc}); install it with {RAY_HINT}") from None
     return ray
@@ -47,7 +47,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, verbose: b
     ray = _import_ray()
     if ray.is_initialized():
         return ray
-    quiet = dict(logging_level=logging.INFO if verbose else logging.WARNING, log_to_driver=verbose)
+    quiet = {"logging_level": logging.INFO if verbose else logging.WARNING, "log_to_driver": verbose}
     if address:
         try:
             ray.init(address=address, **quiet)
@@ -137,7 +137,7 @@ class _AnnotateWorker:
             t0 = time.perf_counter()
             try:
                 stats, error = self._one(kind, Path(path)), ""
-            except Exception as exc:  # one bad item never stops the run: it is reported in errors.jsonl
+            except Exception as exc:  # noqa: BLE001  (one bad item never stops the run: see errors.jsonl)
                 stats = {}
                 error = f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, (OSError, ValueError, RuntimeError)):
