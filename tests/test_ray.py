@@ -17,7 +17,7 @@ from PIL import Image
 
 ray = pytest.importorskip("ray", reason="engine='ray' needs pip install 'masklet[ray]'")
 
-from masklet.api.annotate import annotate_cli, auto_annotate  # noqa: E402
+from masklet.api.annotate import annotate_cli, auto_annotate
 
 SMALL = (240, 160)
 
