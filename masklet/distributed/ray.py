@@ -81,6 +81,8 @@ def _check_gpus(gpus_per_worker: Any) -> float:
 def _pool(ray: Any, items: list[dict], worker_cls: type, config: dict, num_workers: int, gpus_per_worker: float,
           batch_size: int, verbose: bool) -> Any:
     """Rows of `items` -> rows the actors return (in completion order)."""
+    if not verbose:  # Ray Data logs every execution plan at INFO
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose
     ctx.verbose_progress = False
