@@ -74,6 +74,11 @@ ANNOTATE_ARGS: dict[str, tuple[Any, str]] = {
     "verbose": (True, "show a progress bar and print a summary"),
     "exist_ok": (False, ("write into a named output_dir that already holds files (same-name files are replaced); "
                          "the default folder is numbered instead (_labels2, _labels3, ...)")),
+    "engine": ("local", "local: this process; ray: a Ray Data actor pool, resumable (manifest.jsonl, errors.jsonl)"),
+    "address": (None, "engine=ray: an existing Ray cluster (auto, ray://host:port); default: a local Ray"),
+    "num_workers": (None, "engine=ray: actors, each with its own model (default: CPUs, or GPUs / gpus_per_worker)"),
+    "gpus_per_worker": (0, "engine=ray: GPUs per actor (0: CPU actors, 1: one GPU each)"),
+    "batch_size": (4, "engine=ray: items per Ray batch (a video is one item)"),
 }
 
 
@@ -270,7 +275,9 @@ def auto_annotate(data: str | Path | Sequence[str | Path], det_model: Any = "yol
                   sam_model: str | Path | nn.Module = "sam2_b.pt", device: Any = "", conf: float = 0.25,
                   iou: float = 0.45, imgsz: int = 640, max_det: int = 300, classes: Sequence[int] | None = None,
                   output_dir: str | Path | None = None, format: str = "yolo",
-                  amg_args: dict | None = None, verbose: bool = True, exist_ok: bool = False) -> Path:
+                  amg_args: dict | None = None, verbose: bool = True, exist_ok: bool = False, engine: str = "local",
+                  address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0,
+                  batch_size: int = 4) -> Path:
     """Annotate images and videos with segmentation masks: detector boxes -> SAM masks -> labels.
 
     data: a folder of images and/or videos (not searched recursively), one image or video file, a glob
@@ -308,6 +315,12 @@ def auto_annotate(data: str | Path | Sequence[str | Path], det_model: Any = "yol
         keeps its id; each frame is labelled as "<video stem>_<frame:06d>" (.txt, or file_name .jpg plus
         "video" and "frame_index" in COCO). Objects entering after the first frame are not added.
     verbose: a progress bar and a one-line summary.
+    engine: "local" (this process) or "ray": a Ray Data pipeline, one image or one whole video per unit of work,
+        `num_workers` actors (each loads the model once; `gpus_per_worker` GPUs each) on the cluster at `address`
+        ("auto", "ray://host:port"; default a local Ray), `batch_size` items per batch. The outputs are those of
+        the local engine; the run is resumable (manifest.jsonl: a rerun with exist_ok=True skips finished items)
+        and a failing item goes to errors.jsonl instead of stopping the run. The returned folder then has a
+        `summary` dict (done, skipped, failed, errors, seconds). See `masklet.distributed.ray`.
 
     When nothing at all is written (no boxes, or the class filter / thresholds removed all of them) the label
     files are still written (empty) and an AnnotateWarning says why. Returns the output folder.
@@ -315,6 +328,8 @@ def auto_annotate(data: str | Path | Sequence[str | Path], det_model: Any = "yol
     from ..utils.runs import RunDir
 
     classes_list = _check_args(conf, iou, imgsz, max_det, classes, format)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     items, anchor = _collect(data)
     if output_dir is None:
         if anchor is None:
@@ -325,6 +340,14 @@ def auto_annotate(data: str | Path | Sequence[str | Path], det_model: Any = "yol
     _output_names(items)
     source = _box_source(det_model, float(conf), float(iou), int(imgsz), int(max_det), classes_list, device)
     _check_entries(source, items)
+    if engine == "ray":
+        from ..distributed.ray import annotate_with_ray
+
+        config = {"det_model": det_model, "sam_model": sam_model, "device": device, "conf": float(conf),
+                  "iou": float(iou), "imgsz": int(imgsz), "max_det": int(max_det), "classes": classes_list,
+                  "format": format, "amg_args": amg_args}
+        return annotate_with_ray(items, run_dir, source, config, address=address, num_workers=num_workers,
+                                 gpus_per_worker=gpus_per_worker, batch_size=batch_size, verbose=verbose)
     model = _load_sam(sam_model, device)
     if any(i.kind == "video" for i in items) and getattr(model, "family", "sam2") != "sam2":
         raise ValueError(f"data holds videos, which are tracked with SAM 2's memory, but sam_model is a "

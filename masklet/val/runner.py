@@ -89,8 +89,12 @@ VAL_KEYS: dict[str, tuple[Any, str]] = {
     "multimask_first": (True, "interactive: predict 3 masks for the first click and keep the most confident"),
     "max_objects": (MAX_OBJECTS, "vos: reject videos whose annotations hold more distinct ids (not label maps)"),
     "verbose": (True, "print tables and show progress bars"),
+    "engine": ("local", "vos: local (this process) or ray (videos spread over a Ray actor pool, same report)"),
+    "address": (None, "engine=ray: an existing Ray cluster (auto, ray://host:port); default: a local Ray"),
+    "num_workers": (None, "engine=ray: actors, each with its own model (default: CPUs, or GPUs / gpus_per_worker)"),
+    "gpus_per_worker": (0, "engine=ray: GPUs per actor (0: CPU actors, 1: one GPU each)"),
 }
-_INT_KEYS = ("imgsz", "max_videos", "max_frames", "max_samples", "max_clicks", "max_objects")
+_INT_KEYS = ("imgsz", "max_videos", "max_frames", "max_samples", "max_clicks", "max_objects", "num_workers")
 _BOOL_KEYS = ("save_masks", "multimask_first", "verbose")
 
 
@@ -280,22 +284,36 @@ def _open_vos(data: PathLike, max_videos: Optional[int], max_frames: Optional[in
     return dataset
 
 
-def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike], save_masks: bool, verbose: bool,
-             dtype: "torch.dtype", meta: dict[str, Any], protocol: str = "davis") -> dict[str, Any]:
+def _vos_predictor(net: "nn.Module", dtype: "torch.dtype") -> Any:
     from ..predictors.video import VideoPredictor
 
     # fill_hole_area=0: the official evaluation applies no post-processing to the masks it scores
     predictor = VideoPredictor(net, fill_hole_area=0, dtype=dtype)
     predictor.binarize_mask_from_pts_for_mem_enc = False  # the official evaluation's setting (points only)
+    return predictor
+
+
+def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike], save_masks: bool, verbose: bool,
+             dtype: "torch.dtype", meta: dict[str, Any], protocol: str = "davis", engine: Any = None) -> dict[str, Any]:
+    """engine: None tracks the videos here; else a callable (dataset, masks_dir) -> {video name: (per-object
+    scores, frames tracked, seconds)} that tracks them elsewhere (`masklet.distributed.ray`)."""
     out = _make_save_dir(save_dir, "vos")
     masks_dir = out / "masks" if save_masks else None
     scores: list[ObjectScores] = []
     timing: dict[str, tuple[int, float]] = {}
-    for video in _progress(dataset, desc="videos", unit="video", disable=not verbose):
-        t0 = time.perf_counter()
-        video_scores, tracked = _track_video(predictor, video, masks_dir, verbose, protocol)
-        scores.extend(video_scores)
-        timing[video.name] = (tracked, time.perf_counter() - t0)
+    if engine is not None:
+        results = engine(dataset, masks_dir)
+        for video in dataset:  # dataset order, as one process would score them
+            video_scores, tracked, seconds = results[video.name]
+            scores.extend(video_scores)
+            timing[video.name] = (tracked, seconds)
+    else:
+        predictor = _vos_predictor(net, dtype)
+        for video in _progress(dataset, desc="videos", unit="video", disable=not verbose):
+            t0 = time.perf_counter()
+            video_scores, tracked = _track_video(predictor, video, masks_dir, verbose, protocol)
+            scores.extend(video_scores)
+            timing[video.name] = (tracked, time.perf_counter() - t0)
 
     object_rows = per_object_table(scores, binning="davis")
     video_rows = []
@@ -432,7 +450,8 @@ def run(model: Any = None, data: Optional[PathLike] = None, task: str = "vos", i
         save_dir: Optional[PathLike] = None, save_masks: bool = True, verbose: bool = True, *,
         max_samples: Optional[int] = None, split: str = "val", dtype: Any = None, multimask_first: bool = True,
         max_objects: Optional[int] = MAX_OBJECTS, protocol: Optional[str] = None,
-        pred: Optional[PathLike] = None) -> dict[str, Any]:
+        pred: Optional[PathLike] = None, engine: str = "local", address: Optional[str] = None,
+        num_workers: Optional[int] = None, gpus_per_worker: float = 0) -> dict[str, Any]:
     """Evaluate `model` on `data` and write the results; returns them as a dict.
 
     task="vos" scores under `protocol` ("davis" or "sav", default: the dataset layout's own; rules in
@@ -456,6 +475,11 @@ def run(model: Any = None, data: Optional[PathLike] = None, task: str = "vos", i
     (interactive), "save_dir", "files": {name: path}, "meta": run settings}. Files: per_object.csv,
     per_video.csv, summary.csv, results.json (vos); per_sample.csv, miou_curve.csv, miou_curve.png,
     summary.csv, results.json (interactive).
+
+    engine="ray" (task="vos"): the videos are spread over `num_workers` Ray actors (each loads the model once,
+    `gpus_per_worker` GPUs each) on the cluster at `address` (default a local Ray); each video is tracked and
+    scored by the same code, so the report is the one of engine="local" (fps aside). See
+    `masklet.distributed.ray`.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not a validation task: use 'vos' (video object segmentation, J&F) or "
@@ -463,6 +487,11 @@ def run(model: Any = None, data: Optional[PathLike] = None, task: str = "vos", i
     if data is None:
         raise ValueError("data= is required: the dataset root, e.g. masklet.val.run(model='sam2.1_t.pt', data='DAVIS')")
     protocol = check_protocol(protocol)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray" and (task != "vos" or pred is not None):
+        raise ValueError("engine='ray' spreads videos over workers: it runs a model on task='vos' (scoring pred= "
+                         "folders or interactive evaluation run in this process)")
     if pred is not None:
         if task != "vos":
             raise ValueError("pred= scores existing video predictions (task='vos'); interactive evaluation needs a "
@@ -510,7 +539,14 @@ def run(model: Any = None, data: Optional[PathLike] = None, task: str = "vos", i
             name = resolve_protocol(protocol, dataset)  # type: ignore[arg-type]
             meta.update(max_videos=max_videos, max_frames=max_frames, split=split, protocol=name,
                         layout=dataset.layout)  # type: ignore[union-attr]
-            return _run_vos(net, dataset, save_dir, save_masks, verbose, torch_dtype, meta, name)
+            tracker = None
+            if engine == "ray":
+                from ..distributed.ray import vos_tracker
+
+                tracker = vos_tracker(model, device, size, dtype, name, address=address, num_workers=num_workers,
+                                      gpus_per_worker=gpus_per_worker, verbose=verbose)
+                meta["engine"] = "ray"
+            return _run_vos(net, dataset, save_dir, save_masks, verbose, torch_dtype, meta, name, tracker)
         meta.update(max_samples=max_samples, max_clicks=max_clicks, multimask_first=multimask_first,
                     thresholds=list(IOU_THRESHOLDS))
         return _run_interactive(net, dataset, save_dir, max_clicks, multimask_first, verbose, torch_dtype, meta)
@@ -531,6 +567,11 @@ def _coerce(key: str, value: Any) -> Any:
             if text.lower() in ("false", "0", "no"):
                 return False
             raise ValueError(f"{key}={value} must be True or False")
+        if key == "gpus_per_worker":
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{key}={value} must be a number") from None
         if key in _INT_KEYS:
             try:
                 return int(text)
