@@ -371,3 +371,15 @@ def test_unreadable_files_name_the_file_and_the_problem(tmp_path):
         video[1]
     with pytest.raises(ValueError, match=r"notes\.png: not an image file"):
         open_source(text.with_suffix(".png"))[0].read()
+
+
+def test_val_frame_size_follows_exif_orientation(tmp_path):
+    """val's cheap size probe agrees with read_image on a rotated JPEG (EXIF orientation 6 turns it 90 degrees)."""
+    from masklet.val.datasets import _frame_size
+
+    path = tmp_path / "rotated.jpg"
+    image = Image.fromarray(np.zeros((40, 60, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif)
+    assert _frame_size(path) == read_image(path).shape[:2] == (60, 40)

@@ -176,9 +176,12 @@ def read_object_png(path: PathLike, frame_hw: Optional[tuple[int, int]] = None, 
 # ---------------------------------------------------------------------------------------------------------------
 
 def _frame_size(path: Path) -> tuple[int, int]:
+    """(H, W) of a frame as `read_image` returns it: EXIF orientations 5-8 turn the stored image by 90 degrees."""
     try:
         with Image.open(path) as img:
             w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"cannot read frame {path}: the file is corrupt or not an image ({exc})") from None
     return h, w
@@ -188,7 +191,7 @@ def _frame_size(path: Path) -> tuple[int, int]:
 class VOSVideo:
     """One video of a VOS dataset: its frames, the annotated frames and the objects in them.
 
-    frame_paths: the frames in order (sorted by file name). annotation_paths: frame index -> annotation PNG
+    frame_paths: the frames in time order (`masklet.data.ordering.frame_order`). annotation_paths: frame index -> annotation PNG
     (only annotated frames; label maps). object_paths (SA-V per-object layout instead): frame index ->
     {object id: binary PNG}, and object_dirs: object id -> its folder name ("000"). Object ids and first
     appearances are found by reading the annotations the first time they are needed, and cached.
@@ -542,7 +545,7 @@ class InteractiveDataset:
       RLE goes through masklet.utils.rle.coco_rle_to_mask. Crowd annotations (iscrowd=1) are skipped.
 
     Instances smaller than `min_area` pixels are dropped; images left without instances are skipped and
-    listed in `self.skipped`. `max_samples` keeps the first N images (sorted by file name / image id).
+    listed in `self.skipped`. `max_samples` keeps the first N images (natural file-name order / image id).
     """
 
     def __init__(self, root: PathLike, annotations: Optional[PathLike] = None, max_samples: Optional[int] = None,
