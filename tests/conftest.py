@@ -59,6 +59,17 @@ def compare_probe(tensor: torch.Tensor, probe: dict, rel: float = 1e-4) -> float
     return err
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (use with `pytestmark = pytest.mark.usefixtures("one_thread")`): the tiny
+    test variant's ops are too small to share, and on a busy 2-core machine two OpenMP threads waiting on each
+    other make it 5-20x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def torch_threads():
     torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -30,15 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 FRAMES = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy shared CPU, OpenMP threads waiting on each other make the tiny model slow."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 class Server:

@@ -19,14 +19,7 @@ from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_clic
 from masklet.utils.boxes import masks_to_boxes
 from masklet.val.datasets import write_palette_png
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the tiny model's ops are too small to share between two threads on a busy 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # ---------------------------------------------------------------------------------------------- loss

@@ -23,12 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(model="sam2_test", imgsz=128, batch=1, lr=1e-3, corrections=1, amp=False, verbose=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ W, H = 240, 135  # the 960x540 bedroom frames at a quarter of their size: cheap 
 VIDEOS = {"alpha": (0, 4), "beta": (20, 4)}  # name -> (first bedroom frame, number of frames)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's ops are too small to share between threads: on a busy 2-core machine two OpenMP threads
-    # wait on each other and the VOS run takes 40 s instead of 2 s.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

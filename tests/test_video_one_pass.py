@@ -17,13 +17,7 @@ H, W = 136, 240  # the bedroom frames at a quarter size (even sides for the loss
 SHORT = 22  # frames of the entry-point runs: past max_obj_ptrs, so pruning shows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test variant's ops are too small to share between threads on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -199,15 +199,6 @@ def clip():
     return [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(NUM_FRAMES)]
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    # the test variant's ops are too small to share between threads on a busy machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def correction_mask():
     mask = np.zeros((540, 960), dtype=bool)
     mask[250:450, 150:420] = True

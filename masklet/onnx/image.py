@@ -13,17 +13,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, resized_hw
+from ..predictors.image_state import ImageState, PredictorStateError
 from ..predictors.prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, model_frame_arrays, official_prompts
 from .ops import resize_bilinear
 from .session import ExportedModel, load_exported
 
 PAD_LABEL, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT = -1, 2, 3
-
-
-class PredictorStateError(RuntimeError, ValueError):
-    """The predictor was used in the wrong order (e.g. predict before set_image)."""
 
 
 def input_spec(meta: dict[str, Any]) -> InputSpec:
@@ -112,7 +108,7 @@ def postprocess_numpy(low_res: np.ndarray, orig_hw: tuple[int, int], spec: Input
     return resize_bilinear(low_res, orig_hw)
 
 
-class OnnxImagePredictor:
+class OnnxImagePredictor(ImageState):
     """`masklet.predictors.image.ImagePredictor` on an exported folder (image_encoder.onnx, prompt_decoder.onnx).
 
     model: the folder written by `masklet.export` (or an `ExportedModel`). providers: onnxruntime execution
@@ -134,16 +130,8 @@ class OnnxImagePredictor:
 
     # ------------------------------------------------------------------ state
     @property
-    def is_image_set(self) -> bool:
-        return bool(self._images)
-
-    @property
     def orig_hw(self) -> list[tuple[int, int]]:
         return [img["orig_hw"] for img in self._images]
-
-    def reset_predictor(self) -> None:
-        self._images = []
-        self._is_batch = False
 
     def encode(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Run the encoder graph on (H, W, 3) uint8 images, one at a time (the graph takes batch 1)."""
@@ -154,25 +142,6 @@ class OnnxImagePredictor:
             features["orig_hw"] = img.shape[:2]
             out.append(features)
         return out
-
-    def set_image(self, image: ImageLike) -> None:
-        """Compute the features of one image (HxWx3 uint8 RGB ndarray, PIL image, or path)."""
-        self._images = self.encode([as_rgb_uint8(image)])
-        self._is_batch = False
-
-    def set_image_batch(self, images: Sequence[ImageLike]) -> None:
-        if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)) or not images:
-            raise TypeError("set_image_batch expects a non-empty list of images (HxWx3 uint8 arrays or PIL images)")
-        self._images = self.encode([as_rgb_uint8(img) for img in images])
-        self._is_batch = True
-
-    def _require(self, batch: bool) -> None:
-        if not self._images:
-            raise PredictorStateError("no image is set: call set_image(image) (or set_image_batch) before predicting")
-        if batch and not self._is_batch:
-            raise PredictorStateError("predict_batch needs set_image_batch(images) first")
-        if not batch and self._is_batch:
-            raise PredictorStateError("a batch of images is set: use predict_batch, or set_image for one image")
 
     def get_image_embedding(self) -> np.ndarray:
         """The image embedding the decoder uses, (B, C, h, w)."""

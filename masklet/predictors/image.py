@@ -1,22 +1,19 @@
 """Image predictor: a drop-in for the official `SAM2ImagePredictor` that works for every model family."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-from ..data.images import ImageLike, as_rgb_uint8
 from ..data.preprocess import InputSpec, preprocess, resized_hw
+from .image_state import ImageState, PredictorStateError  # noqa: F401 - re-exported: it was defined here
 from .precision import autocast, resolve_dtype
 from .prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts, to_model_frame
-
-
-class PredictorStateError(RuntimeError, ValueError):
-    """The predictor was used in the wrong order (e.g. predict before set_image)."""
 
 
 @dataclass
@@ -58,7 +55,7 @@ def full_resolution_masks(low_res: torch.Tensor, orig_hw: tuple[int, int], spec:
     return out.reshape(b, m, *orig_hw)
 
 
-class ImagePredictor:
+class ImagePredictor(ImageState):
     """Predict masks for prompts on an image, reusing the image's features across prompts.
 
     Usage mirrors the official API::
@@ -86,17 +83,8 @@ class ImagePredictor:
         return self.model.input_spec
 
     @property
-    def is_image_set(self) -> bool:
-        return bool(self._images)
-
-    @property
     def orig_hw(self) -> list[tuple[int, int]]:
         return [img.orig_hw for img in self._images]
-
-    def reset_predictor(self) -> None:
-        """Forget the current image(s)."""
-        self._images = []
-        self._is_batch = False
 
     @torch.inference_mode()
     def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
@@ -107,26 +95,6 @@ class ImagePredictor:
         # the decoder is cheap and sensitive: it always runs in the model's own precision
         features = features.to(self.device, self.model.dtype)
         return [EncodedImage(features.select(i), img.shape[:2]) for i, img in enumerate(images)]
-
-    def set_image(self, image: ImageLike) -> None:
-        """Compute the features of one image (HxWx3 uint8 RGB ndarray, PIL image, or path)."""
-        self._images = self.encode([as_rgb_uint8(image)])
-        self._is_batch = False
-
-    def set_image_batch(self, images: Sequence[ImageLike]) -> None:
-        """Compute the features of several images, for `predict_batch`."""
-        if isinstance(images, np.ndarray) or not isinstance(images, (list, tuple)) or not images:
-            raise TypeError("set_image_batch expects a non-empty list of images (HxWx3 uint8 arrays or PIL images)")
-        self._images = self.encode([as_rgb_uint8(img) for img in images])
-        self._is_batch = True
-
-    def _require(self, batch: bool) -> None:
-        if not self._images:
-            raise PredictorStateError("no image is set: call set_image(image) (or set_image_batch) before predicting")
-        if batch and not self._is_batch:
-            raise PredictorStateError("predict_batch needs set_image_batch(images) first")
-        if not batch and self._is_batch:
-            raise PredictorStateError("a batch of images is set: use predict_batch, or set_image for one image")
 
     def get_image_embedding(self) -> torch.Tensor:
         """The image embedding the decoder uses, (B, C, h, w)."""
