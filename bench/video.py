@@ -10,6 +10,10 @@ Seconds per frame are the steady state: the first --skip frames (the prompted fr
 one, which has almost no memory yet) are left out. `batched` tracks objects that share a memory layout in one
 batch per frame (masklet's default); `sequential` runs them one at a time like the reference implementation.
 The ratio of 3-object to 1-object seconds per frame shows how much an extra object costs.
+On a device with a faster precision than float32 (bfloat16 on CPUs with avx512_bf16 / amx_bf16) `paths` also
+compares float32 with it, runs alternating (--repeats, --no-compare to skip), e.g.
+
+    python bench/video.py --objects 1 --modes batched --repeats 2 --threads 2
 """
 from __future__ import annotations
 
@@ -28,11 +32,13 @@ MODES = {"batched": True, "sequential": False}
 
 
 def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: Any,
-          device: torch.device) -> dict[str, Any]:
-    """One tracking run; per-frame seconds of the propagation."""
+          device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """One tracking run; per-frame seconds of the propagation. dtype: the predictor's precision (default: as
+    --dtype / --precision say)."""
     from masklet.predictors.video import VideoPredictor
 
-    predictor = VideoPredictor(model, batch_objects=batch_objects, dtype=common.autocast_dtype(args))
+    predictor = VideoPredictor(model, batch_objects=batch_objects,
+                               dtype=dtype if dtype is not None else common.autocast_dtype(args))
     t0 = time.perf_counter()
     state = predictor.init_state(video)  # encodes frame 0
     common.synchronize(device)
@@ -68,6 +74,33 @@ def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: A
     return out
 
 
+def compare_precisions(model: Any, video: str, args: Any, device: torch.device) -> dict[str, Any]:
+    """float32 against the device's fastest precision: runs alternate (A B A B ...) --repeats times per object
+    count, so a shared machine's changing load falls on both; seconds per frame are medians over the steady
+    frames of all repeats."""
+    fast_name = common.fastest_dtype_name(device)
+    dtypes = {"float32": torch.float32, fast_name: common.DTYPES[fast_name]}
+    out: dict[str, Any] = {}
+    for count in args.objects:
+        frames: dict[str, list[float]] = {name: [] for name in dtypes}
+        loads = []
+        for rep in range(args.repeats):
+            for name, dtype in dtypes.items():
+                common.log(f"[video] compare {name}, {count} objects, repeat {rep + 1}/{args.repeats}")
+                run = track(model, video, count, True, args, device, dtype=dtype)
+                if "error" in run:
+                    raise SystemExit(f"error: {name} tracking failed: {run['error']}")
+                frames[name] += run["frame_s"][args.skip:]
+                loads.append(common.load_avg())
+        per = {name: {"s_per_frame": common.summarize(f)["median_s"], "frames_s": f} for name, f in frames.items()}
+        base = per["float32"]["s_per_frame"]
+        out[str(count)] = {**per, "speedup_vs_float32": {n: base / p["s_per_frame"] for n, p in per.items()
+                                                          if n != "float32"},
+                           "s_per_frame_per_object": {n: p["s_per_frame"] / count for n, p in per.items()},
+                           "load_avg": loads}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.common_parser(__doc__)
     parser.add_argument("--video", default=None,
@@ -77,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--objects", type=int, nargs="+", default=None, help="object counts (default 1 3 10)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
                         help="batched: objects in one batch per frame; sequential: one at a time (reference)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --compare: alternating float32 / fastest runs per object count")
     parser.add_argument("--skip", type=int, default=2, help="first frames left out of the steady state")
     parser.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 1024)")
     parser.add_argument("--warmup-frames", type=int, default=None,
@@ -118,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             common.log(f"[video] {mode}, {count} objects, {args.frames} frames")
             runs[mode].append(track(model, video, count, MODES[mode], args, device))
     result["runs"] = runs
+    if args.compare:
+        result["paths"] = compare_precisions(model, video, args, device)
 
     summary: dict[str, Any] = {}
     for mode, mode_runs in runs.items():

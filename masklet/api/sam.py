@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.preprocess import resized_hw
-from ..predictors.precision import resolve_dtype
+from ..predictors.precision import precision_summary, resolve_dtype
 from ..predictors.prompts import Prompts, official_prompts, to_model_frame
 from . import PREDICT_ARGS
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
@@ -377,6 +377,7 @@ class SAM:
             size = native_size(self.model)
             print(f"{self.variant} summary: {n_layers:,} layers, {n_params:,} parameters, {n_grads:,} gradients, "
                   f"{gflops:.1f} GFLOPs (at {size}x{size})")
+            print(precision_summary(self.device))
         return n_layers, n_params, n_grads, gflops
 
     # ------------------------------------------------------------------ predict
