@@ -51,7 +51,8 @@ class _DecodeCache:
 
 
 def run(model: Any, image: np.ndarray, label: str, kwargs: dict[str, Any], cache: _DecodeCache | None,
-        args: Any, device: torch.device, dtype: torch.dtype | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        args: Any, device: torch.device,
+        dtype: torch.dtype | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from masklet.predictors.everything import AutomaticMaskGenerator
 
     gen = AutomaticMaskGenerator(model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,

@@ -74,10 +74,11 @@ def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: A
     return out
 
 
-def compare_precisions(model: Any, video: str, args: Any, device: torch.device) -> dict[str, Any]:
+def compare_precisions(model: Any, video: str, args: Any, device: torch.device,
+                       float32_runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """float32 against the device's fastest precision: runs alternate (A B A B ...) --repeats times per object
     count, so a shared machine's changing load falls on both; seconds per frame are medians over the steady
-    frames of all repeats."""
+    frames of all repeats. The first float32 run of each object count goes into `float32_runs`."""
     fast_name = common.fastest_dtype_name(device)
     dtypes = {"float32": torch.float32, fast_name: common.DTYPES[fast_name]}
     out: dict[str, Any] = {}
@@ -91,6 +92,8 @@ def compare_precisions(model: Any, video: str, args: Any, device: torch.device) 
                 if "error" in run:
                     raise SystemExit(f"error: {name} tracking failed: {run['error']}")
                 frames[name] += run["frame_s"][args.skip:]
+                if name == "float32":
+                    float32_runs.setdefault(count, run)
                 loads.append(common.load_avg())
         per = {name: {"s_per_frame": common.summarize(f)["median_s"], "frames_s": f} for name, f in frames.items()}
         base = per["float32"]["s_per_frame"]
@@ -146,15 +149,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compiler.guard(warmup)
     result["compile"] = compiler.info
 
+    reuse: dict[int, dict[str, Any]] = {}
+    if args.compare:
+        result["paths"] = compare_precisions(model, video, args, device, reuse)
     runs: dict[str, list[dict[str, Any]]] = {}
     for mode in args.modes:
         runs[mode] = []
         for count in args.objects:
+            if mode == "batched" and count in reuse and args.dtype == "float32":
+                runs[mode].append(reuse[count])  # the comparison's first float32 run is this run
+                continue
             common.log(f"[video] {mode}, {count} objects, {args.frames} frames")
             runs[mode].append(track(model, video, count, MODES[mode], args, device))
     result["runs"] = runs
-    if args.compare:
-        result["paths"] = compare_precisions(model, video, args, device)
 
     summary: dict[str, Any] = {}
     for mode, mode_runs in runs.items():

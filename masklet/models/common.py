@@ -63,6 +63,9 @@ class MLPBlock(nn.Module):
 
 # bfloat16 attention on a CPU: scores of this many elements per block of queries (16 MB in bfloat16)
 CPU_BF16_SCORE_ELEMENTS = 1 << 23
+# switches of the two CPU bfloat16 levers, for measuring each (bench/levers.py); both on by default
+CPU_BF16_BLOCKED_ATTENTION = True
+CPU_BF16_TWINS = True
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -72,7 +75,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     broadcast to the other's batch without copying. bfloat16 on a CPU takes `blocked_attention`: the CPU
     kernel of `scaled_dot_product_attention` does not use the bf16 matrix units (AVX-512-bf16 / AMX).
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and CPU_BF16_BLOCKED_ATTENTION:
         return blocked_attention(q, k.to(q.dtype), v.to(q.dtype))
     batch = max(q.shape[0], k.shape[0])
     if q.shape[0] != batch:
@@ -142,8 +145,8 @@ def cpu_bf16_twin(module: nn.Module) -> nn.Module | None:
     module (outside its state_dict); it is made again when the module's weights change (data pointer or
     version counter) or move. Costs half the module's float32 size in RAM.
     """
-    if (not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") != torch.bfloat16
-            or torch.is_grad_enabled() or module.training):
+    if (not CPU_BF16_TWINS or not torch.is_autocast_enabled("cpu")
+            or torch.get_autocast_dtype("cpu") != torch.bfloat16 or torch.is_grad_enabled() or module.training):
         return None
     first = next(module.parameters(), None)
     if first is None or first.device.type != "cpu" or first.dtype != torch.float32:

@@ -49,8 +49,12 @@ def pool_hw(x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
     return pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
 def _is_plain_pool(pool: nn.MaxPool2d) -> bool:
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    pair = _pair
     return (pair(pool.kernel_size) == pair(pool.stride) and pair(pool.padding) == (0, 0)
             and pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
 

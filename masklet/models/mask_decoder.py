@@ -1,9 +1,8 @@
 """Mask decoder: two-way transformer over image and prompt tokens, upscaling and hypernetwork heads."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -52,7 +52,7 @@ def cpu_precision_info() -> dict[str, Any]:
             "bf16_hardware": cpu_has_bf16(), "fastest_dtype": str(fastest_dtype("cpu")).replace("torch.", "")}
 
 
-def precision_summary(device: Union[torch.device, str, None] = None) -> str:
+def precision_summary(device: torch.device | str | None = None) -> str:
     """One line for `info()`: the default precision and the fastest one on `device`, with the CPU evidence."""
     fast = str(fastest_dtype(device)).replace("torch.", "")
     if device is not None and torch.device(device).type == "cuda":
@@ -65,7 +65,7 @@ def precision_summary(device: Union[torch.device, str, None] = None) -> str:
             f"{info['cpu_capability']}, {why}")
 
 
-def fastest_dtype(device: Union[torch.device, str, None] = None) -> torch.dtype:
+def fastest_dtype(device: torch.device | str | None = None) -> torch.dtype:
     """The precision that runs fastest on `device` (this machine's default device when None): float16 on
     CUDA, bfloat16 on a CPU with bf16 matrix instructions, float32 on other CPUs."""
     on_cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
@@ -74,8 +74,8 @@ def fastest_dtype(device: Union[torch.device, str, None] = None) -> torch.dtype:
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
-def resolve_dtype(dtype: Union[str, torch.dtype, None], half: bool = False,
-                  device: Union[torch.device, str, None] = None) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, half: bool = False,
+                  device: torch.device | str | None = None) -> torch.dtype:
     """`dtype` given as a torch dtype or a name ("bfloat16", "bf16", "float16", ..., or "auto" for
     `fastest_dtype`); `half=True` (used when dtype is None) means float16 on CUDA and bfloat16 elsewhere (the
     fast type of each) — on `device`, or on this machine when no device is given. bfloat16 on a CPU without
