@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--compare-plain", action="store_true",
                         help="also run the worst case with fast=False and check the masks are identical")
     parser.add_argument("--no-reuse-decode", action="store_true", help="decode again in every run")
+    parser.add_argument("--only-compare", action="store_true",
+                        help="skip the float32 defaults / worst-case rows: just the precision comparison")
     args = common.fill_defaults(parser.parse_args(), {"points_per_side": 32}, {"points_per_side": 4})
     device = common.setup(args)
 
@@ -143,11 +145,12 @@ def main() -> None:
     worst = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     rows = []
     with torch.inference_mode():
-        row, _ = run(model, image, "defaults", {}, cache, args, device)
-        rows.append(row)
-        row, fast_masks = run(model, image, "worst_case", worst, cache, args, device)
-        rows.append(row)
-        if args.compare_plain:
+        if not args.only_compare:
+            row, _ = run(model, image, "defaults", {}, cache, args, device)
+            rows.append(row)
+            row, fast_masks = run(model, image, "worst_case", worst, cache, args, device)
+            rows.append(row)
+        if args.compare_plain and not args.only_compare:
             row, plain_masks = run(model, image, "worst_case_plain", {**worst, "fast": False}, cache, args, device)
             row["identical_to_fast"] = same_masks(fast_masks, plain_masks)
             rows.append(row)
