@@ -52,12 +52,17 @@ def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: A
         common.synchronize(device)
         out["prompt_s"] = time.perf_counter() - t0
         frames = predictor.propagate_in_video(state, 0, max_frame_num_to_track=args.frames - 1, progress=False)
-        times, present = [], 0
+        times, cpu_times, present = [], [], 0
+        cpu_prev = time.process_time()
         for seconds, (_, _, masks) in common.timed_iter(frames, device):
             times.append(seconds)
             present = int((masks.flatten(1) > 0).any(1).sum())
+            cpu_now = time.process_time()  # process CPU seconds (all threads): less sensitive to other jobs
+            cpu_times.append(cpu_now - cpu_prev)
+            cpu_prev = cpu_now
         steady = times[args.skip:]
-        out.update(frames=len(times), measured_frames=len(steady), frame_s=times, total_s=sum(times),
+        out.update(frames=len(times), measured_frames=len(steady), frame_s=times, frame_cpu_s=cpu_times,
+                   total_s=sum(times),
                    objects_present_last_frame=present)
         stats = common.summarize(steady)
         if steady:
@@ -84,6 +89,7 @@ def compare_precisions(model: Any, video: str, args: Any, device: torch.device,
     out: dict[str, Any] = {}
     for count in args.objects:
         frames: dict[str, list[float]] = {name: [] for name in dtypes}
+        cpu: dict[str, list[float]] = {name: [] for name in dtypes}
         loads = []
         for rep in range(args.repeats):
             for name, dtype in dtypes.items():
@@ -92,13 +98,18 @@ def compare_precisions(model: Any, video: str, args: Any, device: torch.device,
                 if "error" in run:
                     raise SystemExit(f"error: {name} tracking failed: {run['error']}")
                 frames[name] += run["frame_s"][args.skip:]
+                cpu[name] += run["frame_cpu_s"][args.skip:]
                 if name == "float32":
                     float32_runs.setdefault(count, run)
                 loads.append(common.load_avg())
-        per = {name: {"s_per_frame": common.summarize(f)["median_s"], "frames_s": f} for name, f in frames.items()}
-        base = per["float32"]["s_per_frame"]
+        per = {name: {"s_per_frame": common.summarize(f)["median_s"], "frames_s": f,
+                      "cpu_s_per_frame": common.summarize(cpu[name])["median_s"], "frames_cpu_s": cpu[name]}
+               for name, f in frames.items()}
+        base, base_cpu = per["float32"]["s_per_frame"], per["float32"]["cpu_s_per_frame"]
         out[str(count)] = {**per, "speedup_vs_float32": {n: base / p["s_per_frame"] for n, p in per.items()
                                                           if n != "float32"},
+                           "speedup_vs_float32_cpu_time": {n: base_cpu / p["cpu_s_per_frame"]
+                                                           for n, p in per.items() if n != "float32"},
                            "s_per_frame_per_object": {n: p["s_per_frame"] / count for n, p in per.items()},
                            "load_avg": loads}
     return out
