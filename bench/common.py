@@ -79,6 +79,10 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile model.image_encoder and model.memory_attention (eager fallback)")
+    parser.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time the fastest precision of the device (bfloat16 on CPUs with avx512_bf16 / "
+                             "amx_bf16, float16 on CUDA), interleaved with float32 in the same process, and print "
+                             "the speedup. Default: on when --dtype is float32 and the device has a faster one")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights and inputs")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     parser.add_argument("--output", default=None, help="also write the JSON result to this file")
@@ -107,7 +111,16 @@ def setup(args: argparse.Namespace) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     args.device = str(device)  # the JSON records what ran, not what was asked
+    if getattr(args, "compare", False) is None:
+        args.compare = args.dtype == "float32" and fastest_dtype_name(device) != "float32"
     return device
+
+
+def fastest_dtype_name(device: torch.device) -> str:
+    """The precision `dtype="auto"` picks on `device` (masklet.predictors.precision.fastest_dtype)."""
+    from masklet.predictors.precision import fastest_dtype
+
+    return str(fastest_dtype(device)).replace("torch.", "")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +154,9 @@ def machine_info(device: torch.device, dtype: str) -> dict[str, Any]:
         "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # a busy machine skews timings
+        # a busy machine skews timings: 1, 5 and 15 minute load averages when the run started
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "ram_gb": _total_ram_gb(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -152,6 +167,7 @@ def machine_info(device: torch.device, dtype: str) -> dict[str, Any]:
         "device": str(device),
         "dtype": dtype,
         "device_name": _cpu_name(),
+        **_cpu_precision(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -159,6 +175,17 @@ def machine_info(device: torch.device, dtype: str) -> dict[str, Any]:
                     cudnn=torch.backends.cudnn.version(), gpu_memory_gb=props.total_memory / 1e9,
                     gpu_capability=f"{props.major}.{props.minor}")
     return info
+
+
+def _cpu_precision() -> dict[str, Any]:
+    """ATen CPU capability, the CPU's SIMD / matrix flags and whether bfloat16 has hardware support."""
+    from masklet.predictors.precision import cpu_precision_info
+
+    return cpu_precision_info()
+
+
+def load_avg() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -372,6 +399,34 @@ def time_call(fn: Callable[[], Any], device: torch.device, warmup: int = 1, repe
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return summarize(times)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int = 1,
+                repeats: int = 5) -> dict[str, dict[str, Any]]:
+    """Time several ways of doing the same work, alternating them call by call (A B A B ...), so a shared
+    machine's changing load falls on all alike. Per name: wall statistics (median_s is the one to quote),
+    median process CPU seconds (all threads; less sensitive to other jobs) and the load average at the end."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    synchronize(device)
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            synchronize(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: {**summarize(wall[name]), "cpu_median_s": statistics.median(cpu[name]) if cpu[name] else None,
+                   "times_s": wall[name], "load_avg": load_avg()} for name in fns}
+
+
+def speedups(paths: dict[str, dict[str, Any]], key: str = "median_s", base: str = "float32") -> dict[str, float]:
+    """base's `key` over each other path's: how many times faster than float32."""
+    ref = paths.get(base, {}).get(key)
+    return {name: ref / p[key] for name, p in paths.items() if name != base and ref and p.get(key)}
 
 
 def timed_iter(iterator: Iterator[Any], device: torch.device) -> Iterator[tuple[float, Any]]:

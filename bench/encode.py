@@ -7,6 +7,9 @@
 
 Prints one JSON object; `results` has one row per model (params, float32 checkpoint size, seconds per image,
 GFLOPs per image, GFLOP/s). Variant names get random weights: the encoder's cost does not depend on them.
+On a device with a faster precision than float32 (a CPU with avx512_bf16 / amx_bf16: bfloat16) each row also
+times that precision, interleaved call by call with float32 (`paths`, `speedup_vs_float32`; --no-compare to
+skip); the machine block names the CPU capability and flags.
 """
 from __future__ import annotations
 
@@ -87,7 +90,25 @@ def bench_model(spec: str, args: Any, device: torch.device) -> dict[str, Any]:
         compiler = common.Compiler(model, args.compile)
         compiler.guard(encode)  # first call: compiles, or falls back to eager
         row["compile"] = compiler.info
-        timing = common.time_call(encode, device, warmup=args.warmup, repeats=args.repeats)
+        if args.compare:
+            # float32 and the device's fastest precision (run as the predictors run it), call by call
+            from masklet.predictors.precision import autocast
+
+            fast = common.DTYPES[common.fastest_dtype_name(device)]
+
+            @torch.inference_mode()
+            def encode_fast() -> Any:
+                with autocast(device, fast):
+                    return model.encode_image(x)
+
+            paths = common.interleaved({"float32": encode, str(fast).replace("torch.", ""): encode_fast}, device,
+                                       warmup=args.warmup, repeats=args.repeats)
+            row["paths"] = paths
+            row["speedup_vs_float32"] = common.speedups(paths)
+            row["speedup_vs_float32_cpu_time"] = common.speedups(paths, "cpu_median_s")
+            timing = paths["float32"]
+        else:
+            timing = common.time_call(encode, device, warmup=args.warmup, repeats=args.repeats)
         row["encode_s"] = timing["median_s"] / args.batch
         row["encode_s_mean"] = timing["mean_s"] / args.batch
         row["encode_s_min"] = timing["min_s"] / args.batch

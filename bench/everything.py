@@ -10,6 +10,9 @@ stability_score_thresh 0.95), and a worst case with both thresholds at 0 where e
 filters, which is where post-processing time shows (random weights predict low IoU, so with the defaults
 almost nothing reaches post-processing). The decoder's outputs of the first run are reused by the later runs
 (`decode_reused: true`): decoding depends only on the prompts, and reusing it keeps the benchmark short.
+On a device with a faster precision than float32 (bfloat16 on CPUs with avx512_bf16 / amx_bf16), `paths`
+compares the default settings in float32 and in that precision, runs alternating (--repeats; --no-compare to
+skip): `python bench/everything.py --grid 16 --repeats 2 --threads 2`.
 `--compare-plain` adds the worst case with `fast=False` (every candidate upsampled to full resolution, as the
 official generator does) and checks that both give identical masks.
 
@@ -48,11 +51,12 @@ class _DecodeCache:
 
 
 def run(model: Any, image: np.ndarray, label: str, kwargs: dict[str, Any], cache: _DecodeCache | None,
-        args: Any, device: torch.device) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        args: Any, device: torch.device,
+        dtype: torch.dtype | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from masklet.predictors.everything import AutomaticMaskGenerator
 
     gen = AutomaticMaskGenerator(model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                                 **kwargs)
+                                 **kwargs, dtype=dtype)
     reused = cache is not None and bool(cache.store)
     if cache is not None:
         cache.wrap(gen)
@@ -93,14 +97,41 @@ def same_masks(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     return True
 
 
+def compare_precisions(model: Any, image: np.ndarray, args: Any, device: torch.device) -> dict[str, Any]:
+    """The default settings in float32 and in the device's fastest precision (all stages, the decoder too),
+    alternating --repeats times, nothing reused; totals are medians, masks are counted per precision."""
+    fast_name = common.fastest_dtype_name(device)
+    dtypes = {"float32": torch.float32, fast_name: common.DTYPES[fast_name]}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in dtypes}
+    for rep in range(args.repeats):
+        for name, dtype in dtypes.items():
+            row, _ = run(model, image, f"compare_{name}_{rep + 1}", {}, None, args, device, dtype=dtype)
+            rows[name].append({**row, "load_avg": common.load_avg()})
+    out: dict[str, Any] = {}
+    for name, runs in rows.items():
+        out[name] = {k: common.summarize([r[k] for r in runs])["median_s"]
+                     for k in ("total_s", "encode_s", "decode_s", "postprocess_s", "total_cpu_s")}
+        out[name].update(masks=[r["masks"] for r in runs], runs=runs)
+    base = out["float32"]["total_s"]
+    out["speedup_vs_float32"] = {n: base / out[n]["total_s"] for n in dtypes if n != "float32"}
+    out["speedup_vs_float32_cpu_time"] = {n: out["float32"]["total_cpu_s"] / out[n]["total_cpu_s"]
+                                          for n in dtypes if n != "float32"}
+    return out
+
+
 def main() -> None:
     parser = common.common_parser(__doc__.splitlines()[0])
     parser.add_argument("--image", default=None, help="image file (default: the shared data's images/truck.jpg)")
-    parser.add_argument("--points-per-side", type=int, default=None, help="grid size (default 32; 4 with --quick)")
+    parser.add_argument("--points-per-side", "--grid", type=int, default=None,
+                        help="grid size (default 32; 4 with --quick)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --compare: alternating float32 / fastest runs of the default settings")
     parser.add_argument("--points-per-batch", type=int, default=64)
     parser.add_argument("--compare-plain", action="store_true",
                         help="also run the worst case with fast=False and check the masks are identical")
     parser.add_argument("--no-reuse-decode", action="store_true", help="decode again in every run")
+    parser.add_argument("--only-compare", action="store_true",
+                        help="skip the float32 defaults / worst-case rows: just the precision comparison")
     args = common.fill_defaults(parser.parse_args(), {"points_per_side": 32}, {"points_per_side": 4})
     device = common.setup(args)
 
@@ -114,14 +145,17 @@ def main() -> None:
     worst = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     rows = []
     with torch.inference_mode():
-        row, _ = run(model, image, "defaults", {}, cache, args, device)
-        rows.append(row)
-        row, fast_masks = run(model, image, "worst_case", worst, cache, args, device)
-        rows.append(row)
-        if args.compare_plain:
+        if not args.only_compare:
+            row, _ = run(model, image, "defaults", {}, cache, args, device)
+            rows.append(row)
+            row, fast_masks = run(model, image, "worst_case", worst, cache, args, device)
+            rows.append(row)
+        if args.compare_plain and not args.only_compare:
             row, plain_masks = run(model, image, "worst_case_plain", {**worst, "fast": False}, cache, args, device)
             row["identical_to_fast"] = same_masks(fast_masks, plain_masks)
             rows.append(row)
+
+        paths = compare_precisions(model, image, args, device) if args.compare else None
 
     result = {
         "benchmark": "everything",
@@ -131,6 +165,7 @@ def main() -> None:
         "image": {"path": str(args.image or "images/truck.jpg"), "height": image.shape[0], "width": image.shape[1]},
         "settings": common.settings(args),
         "results": rows,
+        **({"paths": paths} if paths else {}),
         "memory": common.memory_snapshot(device),
     }
     common.emit(result, args.output)

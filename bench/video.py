@@ -10,6 +10,10 @@ Seconds per frame are the steady state: the first --skip frames (the prompted fr
 one, which has almost no memory yet) are left out. `batched` tracks objects that share a memory layout in one
 batch per frame (masklet's default); `sequential` runs them one at a time like the reference implementation.
 The ratio of 3-object to 1-object seconds per frame shows how much an extra object costs.
+On a device with a faster precision than float32 (bfloat16 on CPUs with avx512_bf16 / amx_bf16) `paths` also
+compares float32 with it, runs alternating (--repeats, --no-compare to skip), e.g.
+
+    python bench/video.py --objects 1 --modes batched --repeats 2 --threads 2
 """
 from __future__ import annotations
 
@@ -28,11 +32,13 @@ MODES = {"batched": True, "sequential": False}
 
 
 def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: Any,
-          device: torch.device) -> dict[str, Any]:
-    """One tracking run; per-frame seconds of the propagation."""
+          device: torch.device, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """One tracking run; per-frame seconds of the propagation. dtype: the predictor's precision (default: as
+    --dtype / --precision say)."""
     from masklet.predictors.video import VideoPredictor
 
-    predictor = VideoPredictor(model, batch_objects=batch_objects, dtype=common.autocast_dtype(args))
+    predictor = VideoPredictor(model, batch_objects=batch_objects,
+                               dtype=dtype if dtype is not None else common.autocast_dtype(args))
     t0 = time.perf_counter()
     state = predictor.init_state(video)  # encodes frame 0
     common.synchronize(device)
@@ -46,12 +52,17 @@ def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: A
         common.synchronize(device)
         out["prompt_s"] = time.perf_counter() - t0
         frames = predictor.propagate_in_video(state, 0, max_frame_num_to_track=args.frames - 1, progress=False)
-        times, present = [], 0
+        times, cpu_times, present = [], [], 0
+        cpu_prev = time.process_time()
         for seconds, (_, _, masks) in common.timed_iter(frames, device):
             times.append(seconds)
             present = int((masks.flatten(1) > 0).any(1).sum())
+            cpu_now = time.process_time()  # process CPU seconds (all threads): less sensitive to other jobs
+            cpu_times.append(cpu_now - cpu_prev)
+            cpu_prev = cpu_now
         steady = times[args.skip:]
-        out.update(frames=len(times), measured_frames=len(steady), frame_s=times, total_s=sum(times),
+        out.update(frames=len(times), measured_frames=len(steady), frame_s=times, frame_cpu_s=cpu_times,
+                   total_s=sum(times),
                    objects_present_last_frame=present)
         stats = common.summarize(steady)
         if steady:
@@ -68,6 +79,42 @@ def track(model: Any, video: str, num_objects: int, batch_objects: bool, args: A
     return out
 
 
+def compare_precisions(model: Any, video: str, args: Any, device: torch.device,
+                       float32_runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """float32 against the device's fastest precision: runs alternate (A B A B ...) --repeats times per object
+    count, so a shared machine's changing load falls on both; seconds per frame are medians over the steady
+    frames of all repeats. The first float32 run of each object count goes into `float32_runs`."""
+    fast_name = common.fastest_dtype_name(device)
+    dtypes = {"float32": torch.float32, fast_name: common.DTYPES[fast_name]}
+    out: dict[str, Any] = {}
+    for count in args.objects:
+        frames: dict[str, list[float]] = {name: [] for name in dtypes}
+        cpu: dict[str, list[float]] = {name: [] for name in dtypes}
+        loads = []
+        for rep in range(args.repeats):
+            for name, dtype in dtypes.items():
+                common.log(f"[video] compare {name}, {count} objects, repeat {rep + 1}/{args.repeats}")
+                run = track(model, video, count, True, args, device, dtype=dtype)
+                if "error" in run:
+                    raise SystemExit(f"error: {name} tracking failed: {run['error']}")
+                frames[name] += run["frame_s"][args.skip:]
+                cpu[name] += run["frame_cpu_s"][args.skip:]
+                if name == "float32":
+                    float32_runs.setdefault(count, run)
+                loads.append(common.load_avg())
+        per = {name: {"s_per_frame": common.summarize(f)["median_s"], "frames_s": f,
+                      "cpu_s_per_frame": common.summarize(cpu[name])["median_s"], "frames_cpu_s": cpu[name]}
+               for name, f in frames.items()}
+        base, base_cpu = per["float32"]["s_per_frame"], per["float32"]["cpu_s_per_frame"]
+        out[str(count)] = {**per, "speedup_vs_float32": {n: base / p["s_per_frame"] for n, p in per.items()
+                                                          if n != "float32"},
+                           "speedup_vs_float32_cpu_time": {n: base_cpu / p["cpu_s_per_frame"]
+                                                           for n, p in per.items() if n != "float32"},
+                           "s_per_frame_per_object": {n: p["s_per_frame"] / count for n, p in per.items()},
+                           "load_avg": loads}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = common.common_parser(__doc__)
     parser.add_argument("--video", default=None,
@@ -77,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--objects", type=int, nargs="+", default=None, help="object counts (default 1 3 10)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
                         help="batched: objects in one batch per frame; sequential: one at a time (reference)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --compare: alternating float32 / fastest runs per object count")
     parser.add_argument("--skip", type=int, default=2, help="first frames left out of the steady state")
     parser.add_argument("--imgsz", type=int, default=None, help="model input side (default: the model's, 1024)")
     parser.add_argument("--warmup-frames", type=int, default=None,
@@ -111,10 +160,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compiler.guard(warmup)
     result["compile"] = compiler.info
 
+    reuse: dict[int, dict[str, Any]] = {}
+    if args.compare:
+        result["paths"] = compare_precisions(model, video, args, device, reuse)
     runs: dict[str, list[dict[str, Any]]] = {}
     for mode in args.modes:
         runs[mode] = []
         for count in args.objects:
+            if mode == "batched" and count in reuse and args.dtype == "float32":
+                runs[mode].append(reuse[count])  # the comparison's first float32 run is this run
+                continue
             common.log(f"[video] {mode}, {count} objects, {args.frames} frames")
             runs[mode].append(track(model, video, count, MODES[mode], args, device))
     result["runs"] = runs

@@ -79,3 +79,35 @@ def test_binary_masks_upsampled_in_chunks_match_one_pass(monkeypatch, family):
     assert got.dtype == torch.bool and got.shape == (3, 2, *hw)
     assert torch.equal(got, expected)
     torch.testing.assert_close(image.full_resolution_masks(low, hw, spec, None), image.postprocess_masks(low, hw, spec))
+
+
+def test_bfloat16_decoder_runs_a_bf16_copy_and_keeps_heads_in_float32(sam2_test):
+    """Under CPU bfloat16 autocast in inference the decoder's transformer and upscaling run as bfloat16 copies
+    (made once, rebuilt when the weights change); outputs are float32 and close to the float32 decoder."""
+    model, features = sam2_test
+    points, labels, _ = _prompts(3, model.image_size, False)
+    with torch.inference_mode():
+        exact = _decode(model, features, points, labels, None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = _decode(model, features, points, labels, None)
+            again = _decode(model, features, points, labels, None)
+    decoder = model.sam_mask_decoder
+    twin = decoder.transformer.__dict__["_bf16_twin"][1]
+    assert next(twin.parameters()).dtype == torch.bfloat16
+    assert next(decoder.transformer.parameters()).dtype == torch.float32  # the model itself is untouched
+    assert "_bf16_twin" not in str(list(decoder.state_dict()))
+    assert fast.masks.dtype == fast.iou.dtype == torch.float32
+    torch.testing.assert_close(again.masks, fast.masks, rtol=0, atol=0)
+    scale = exact.masks.abs().mean()
+    assert (fast.masks - exact.masks).abs().mean() < 0.05 * scale
+    assert (fast.iou - exact.iou).abs().max() < 0.05
+    # changed weights make a new copy; with gradients on (training) the float32 module runs itself
+    with torch.no_grad():
+        decoder.transformer.layers[0].norm1.weight.mul_(1.0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _decode(model, features, points, labels, None)
+    assert decoder.transformer.__dict__["_bf16_twin"][1] is not twin
+    from masklet.models.common import cpu_bf16_twin
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cpu_bf16_twin(decoder.transformer) is None  # grad enabled

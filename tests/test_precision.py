@@ -1,16 +1,36 @@
 """Accuracy guard of reduced-precision inference: bfloat16 masks against float32 masks on the reference cases.
 
-`ImagePredictor(dtype="bfloat16")` runs the image encoder under autocast; the decoder stays in float32.
+Image: `ImagePredictor(dtype="bfloat16")` runs the image encoder in bfloat16; the decoder stays in float32.
 Measured on the SAM 2.1 image case (random weights, truck.jpg, all 7 prompt cases, 12 masks): mean IoU
 0.991, lowest 0.966. The lowest is the smallest multimask output of the `point` case (4.8% of the image),
 a random-weight mask whose logits sit near the threshold: 2.9% of all pixels have |logit| below 5% of
 the mean |logit|, and 1% random noise on the float32 features alone moves its IoU to 0.981. The guard
 therefore takes the issue's IoU >= 0.98 over the cases (mean) and bounds every single mask at 0.95.
+
+Video: the SAM 2.1 reference script replayed with `VideoPredictor(dtype="bfloat16")` (image encoder and memory
+attention in bfloat16), every returned object mask against the official float32 mask stored in the fixture
+(masklet's float32 replay matches it to 0.01% of pixels, tests/test_video_parity.py). By default the script
+runs through its first propagation (3 prompts, 8 frames, 2 objects: 20 masks); MASKLET_SLOW_TESTS=1 replays
+it whole (69 masks). Measured on the 20: mean IoU 0.992, lowest 0.979 (object 2's box mask on frame 0,
+returned twice).
+
+Segment everything: the reference generator case grid16 with `dtype="bfloat16"` (encoder, decoder transformer
+and upscaling in bfloat16), each float32 reference mask against the bfloat16 mask of the same prompt point.
+Measured: 7 masks returned as in float32; 5 of the 7 reference points kept, their masks at IoU 0.989, 0.990,
+0.987, 0.983, 0.982 (mean 0.986); for the other 2 the case's box NMS (0.97 on boxes spanning most of the
+image, all thresholds 0) kept another point's near-duplicate (predicted IoU 0.567 against 0.564): with random
+weights the survivors of that NMS turn on box edges a few pixels apart. The guard asks for the same number of
+masks, at least 5 of 7 points kept, mean IoU >= 0.98 and every kept mask >= 0.95. grid8_crop1 (5 crops) runs
+with MASKLET_SLOW_TESTS=1.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
 from conftest import data_file, load_fixture, reference_state_dict, small_checkpoint_home
+
+SLOW = os.environ.get("MASKLET_SLOW_TESTS") == "1"
 
 from masklet.data.images import read_image
 from masklet.models.build import load_model
@@ -46,6 +66,136 @@ def test_bfloat16_masks_agree_with_float32():
     assert len(ious) == 12
     assert ious.mean() >= 0.98, f"bfloat16 vs float32 mean IoU {ious.mean():.4f}: {np.round(ious, 4)}"
     assert ious.min() >= 0.95, f"bfloat16 vs float32 lowest IoU {ious.min():.4f}: {np.round(ious, 4)}"
+
+
+def _packed_mask(record: dict, shape: tuple, key: str = "positive_packed") -> np.ndarray:
+    n = int(np.prod(shape))
+    return np.unpackbits(np.asarray(record[key]))[:n].reshape(shape).astype(bool)
+
+
+def _replay_video_bf16(steps: int) -> list[float]:
+    """IoU of every object mask returned by the first `steps` steps of the SAM 2.1 video script, bfloat16 vs the
+    official float32 masks."""
+    from masklet.predictors.video import VideoPredictor
+
+    ref = load_fixture("sam2.1_hiera_t_video_case.pt")
+    model = load_model(reference_state_dict())
+    frames = [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(8)]
+    predictor = VideoPredictor(model, fill_hole_area=0, feature_cache=8, dtype="bfloat16")
+    state = predictor.init_state(frames)
+    ious = []
+
+    def compare(masks: torch.Tensor, record: dict) -> None:
+        expected = _packed_mask(record, tuple(record["shape"]))
+        assert masks.shape == expected.shape, (tuple(masks.shape), expected.shape)
+        ious.extend(_iou((masks > 0).numpy()[:, 0], expected[:, 0]).tolist())
+
+    for step in ref["steps"][:steps]:
+        kind = step["step"]
+        if kind in ("add_points", "add_box"):
+            prompt = ({"box": step["box"]} if kind == "add_box" else
+                      {"points": step["points"], "labels": step["labels"],
+                       "clear_old_points": step.get("clear_old_points", True)})
+            _, _, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"], **prompt)
+            compare(masks, step["masks"])
+        elif kind == "reset_then_add_mask":
+            predictor.reset_state(state)
+            r0, r1, c0, c1 = step["mask_box_rows_cols"]
+            mask = np.zeros(tuple(ref["video_hw"]), dtype=bool)
+            mask[r0:r1, c0:c1] = True
+            _, _, masks = predictor.add_new_mask(state, step["frame_idx"], step["obj_id"], mask)
+            compare(masks, step["masks"])
+        else:
+            if kind == "remove_object_then_propagate":
+                predictor.remove_object(state, step["removed_obj_id"])
+            for f, _, masks in predictor.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
+                                                            reverse=step["reverse"], progress=False):
+                compare(masks, step["masks"][f])
+    return ious
+
+
+def test_bfloat16_video_masks_agree_with_float32():
+    steps = 10 if SLOW else 4
+    ious = np.asarray(_replay_video_bf16(steps))
+    assert len(ious) == (20 if steps == 4 else 69)  # every object mask of every returned frame
+    assert ious.mean() >= 0.98, f"bfloat16 vs float32 video masks: mean IoU {ious.mean():.4f}: {np.round(ious, 3)}"
+    assert ious.min() >= 0.95, f"bfloat16 vs float32 video masks: lowest IoU {ious.min():.4f}: {np.round(ious, 3)}"
+
+
+@pytest.mark.parametrize("name", ["grid16"] + (["grid8_crop1"] if SLOW else []))
+def test_bfloat16_segment_everything_agrees_with_float32(name):
+    import warnings
+
+    from masklet.predictors.everything import AutomaticMaskGenerator
+
+    case = load_fixture("sam2.1_hiera_t_amg_case.pt")["cases"][name]
+    image = read_image(data_file("images/truck.jpg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # min_mask_region_area without fill_small_regions
+        gen = AutomaticMaskGenerator(load_model(reference_state_dict()), **case["kwargs"], dtype="bfloat16")
+    assert gen.decoder_dtype == torch.bfloat16
+    got = gen.generate(image)
+    by_point: dict = {}
+    for record in got:
+        by_point.setdefault(tuple(record["point_coords"][0]), []).append(record["segmentation"])
+    ious = []
+    for exp in case["masks"]:
+        expected = _packed_mask(exp, image.shape[:2], "segmentation_packed")
+        # the mask of the same prompt point (a point may give several masks: the best match)
+        candidates = by_point.get(tuple(map(float, exp["point_coords"][0])), [])
+        if candidates:
+            ious.append(max(_iou(c[None], expected[None])[0] for c in candidates))
+    ious = np.asarray(ious)
+    # Which near-duplicates survive the case's box NMS (0.97, thresholds 0: 7 of 768 candidates, boxes
+    # spanning most of the image) turns on box edges a few pixels apart and on predicted IoUs 0.003 apart,
+    # so a bf16 run may keep another point's mask instead of one of the reference's (measured: 5 of 7 kept).
+    assert len(got) == len(case["masks"]) and len(ious) >= len(case["masks"]) - 2, (len(got), len(ious))
+    assert ious.mean() >= 0.98, f"{name}: bfloat16 vs float32 mean IoU {ious.mean():.4f}: {np.round(ious, 3)}"
+    assert ious.min() >= 0.95, f"{name}: bfloat16 vs float32 lowest IoU {ious.min():.4f}: {np.round(ious, 3)}"
+
+
+# ------------------------------------------------------------------ CPU precision choice and the bf16 kernels
+def test_fastest_dtype_follows_the_cpu_flags(monkeypatch):
+    from masklet.predictors import precision
+
+    info = precision.cpu_precision_info()
+    assert {"cpu_capability", "cpu_flags", "bf16_hardware", "fastest_dtype"} <= set(info)
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_dtype("auto", device="cpu") == torch.bfloat16
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # an AVX2 CPU
+    assert precision.resolve_dtype("auto", device="cpu") == torch.float32
+    with pytest.warns(UserWarning, match="slower than float32"):
+        assert precision.resolve_dtype(None, half=True, device="cpu") == torch.bfloat16
+    assert "half=True would be slower" in precision.precision_summary("cpu")
+
+
+@pytest.mark.parametrize("shape_q,shape_k", [((2, 4, 300, 32), (2, 4, 700, 32)), ((1, 2, 5, 16), (3, 2, 90, 16)),
+                                             ((3, 1, 130, 64), (1, 1, 9, 64))])
+def test_blocked_attention_matches_sdpa(monkeypatch, shape_q, shape_k):
+    import torch.nn.functional as F
+
+    from masklet.models import common
+
+    monkeypatch.setattr(common, "CPU_BF16_SCORE_ELEMENTS", 4096)  # many query blocks, a short last one
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(shape_q, generator=g), torch.randn(shape_k, generator=g), torch.randn(shape_k, generator=g)
+    batch = max(q.shape[0], k.shape[0])
+    expected = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k.expand(batch, -1, -1, -1),
+                                              v.expand(batch, -1, -1, -1))
+    torch.testing.assert_close(common.blocked_attention(q, k, v), expected, rtol=1e-4, atol=1e-5)
+    got = common.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())  # the bfloat16 CPU path
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    assert (got.float() - expected).abs().max() < 0.05
+
+
+def test_hiera_pooling_is_maxpool():
+    from masklet.models.hiera import pool_hw
+
+    pool = torch.nn.MaxPool2d(2, 2)
+    for h, w in ((8, 8), (7, 9)):
+        x = torch.randn(2, h, w, 5)
+        torch.testing.assert_close(pool_hw(x, pool), pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float64"])

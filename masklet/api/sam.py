@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..models.hub import select_device
-from ..predictors.precision import resolve_dtype
+from ..predictors.precision import precision_summary, resolve_dtype
 from ..predictors.prompts import Prompts, to_model_frame
 from ..utils.runs import RunDir, increment_path
 from . import PREDICT_ARGS
@@ -380,6 +380,7 @@ class SAM:
             size = native_size(self.model)
             print(f"{self.variant} summary: {n_layers:,} layers, {n_params:,} parameters, {n_grads:,} gradients, "
                   f"{gflops:.1f} GFLOPs (at {size}x{size})")
+            print(precision_summary(self.device))
         return n_layers, n_params, n_grads, gflops
 
     # ------------------------------------------------------------------ predict

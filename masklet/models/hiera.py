@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import MLP, attention
+from .common import MLP, attention, cpu_bf16_twin, run_twin
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -33,10 +33,30 @@ def window_unpartition(windows: torch.Tensor, window: int, padded_hw: tuple[int,
 
 
 def pool_hw(x: torch.Tensor, pool: nn.Module | None) -> torch.Tensor:
-    """Apply a 2-D pooling to a channels-last (B, H, W, C) tensor."""
+    """Apply a 2-D pooling to a channels-last (B, H, W, C) tensor.
+
+    A max pool whose kernel equals its stride (Hiera's 2x2 query pooling) is a max over a reshape of the
+    channels-last tensor: the same values as `nn.MaxPool2d` (floor mode drops the odd last row / column),
+    without the two layout changes around a channels-first pooling (~5% of a float32 encode at 1024 px)."""
     if pool is None:
         return x
+    if isinstance(pool, nn.MaxPool2d) and _is_plain_pool(pool):
+        k = pool.stride if isinstance(pool.stride, tuple) else (pool.stride, pool.stride)
+        b, h, w, c = x.shape
+        h2, w2 = h // k[0], w // k[1]
+        x = x[:, :h2 * k[0], :w2 * k[1]] if (h % k[0] or w % k[1]) else x
+        return x.reshape(b, h2, k[0], w2, k[1], c).amax(dim=(2, 4))
     return pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _is_plain_pool(pool: nn.MaxPool2d) -> bool:
+    pair = _pair
+    return (pair(pool.kernel_size) == pair(pool.stride) and pair(pool.padding) == (0, 0)
+            and pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
 
 
 class MultiScaleAttention(nn.Module):
@@ -143,13 +163,17 @@ class Hiera(nn.Module):
         self.channel_list = [self.blocks[i].dim_out for i in self.stage_ends[::-1]]
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
-        win = self.pos_embed_window
+        # float32 whatever the weights: bicubic interpolation in bfloat16 is a slow scalar kernel on CPU
+        pos = F.interpolate(self.pos_embed.float(), size=(h, w), mode="bicubic")
+        win = self.pos_embed_window.float()
         reps = (-(-h // win.shape[2]), -(-w // win.shape[3]))
         pos = pos + win.tile(1, 1, *reps)[:, :, :h, :w]
-        return pos.permute(0, 2, 3, 1)
+        return pos.permute(0, 2, 3, 1).to(self.pos_embed.dtype)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
+        if twin is not None:
+            return run_twin(twin, x)
         x = self.patch_embed(x)
         x = x + self._pos_embed(x.shape[1], x.shape[2])
         outputs = []

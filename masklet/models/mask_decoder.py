@@ -1,12 +1,13 @@
 """Mask decoder: two-way transformer over image and prompt tokens, upscaling and hypernetwork heads."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .common import MLP, LayerNorm2d
+from .common import MLP, LayerNorm2d, cpu_bf16_twin
 from .transformer import TwoWayTransformer
 
 # prompts per decoder call on a CPU: this many image-token elements in total (4 prompts at 1024 px)
@@ -114,27 +115,49 @@ class MaskDecoder(nn.Module):
         src = image_embeddings + dense
         _, c, h, w = src.shape
         hs, src = self.transformer(src, image_pe, tokens)
+        # Under CPU bfloat16 inference the transformer ran as a bfloat16 copy (it and the upscaling are the
+        # decoder's cost); the small heads (hypernetworks, IoU, object score) stay in the weights' precision:
+        # predicted IoU is compared with thresholds such as 0.8, where bfloat16 has steps of 0.004.
+        heads_dtype = self.iou_token.weight.dtype
+        exact_heads = (torch.autocast("cpu", enabled=False) if hs.dtype != heads_dtype and hs.device.type == "cpu"
+                       else contextlib.nullcontext())
+        hs = hs.to(heads_dtype)
         b = src.shape[0]
         iou_token_out = hs[:, first, :]
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens, :]
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-                               dim=1)
+        with exact_heads:
+            hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
+                                    for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+            iou = self.iou_prediction_head(iou_token_out)
+            if self.pred_obj_scores:
+                obj_logits = self.pred_obj_score_head(hs[:, 0, :])
+            else:
+                obj_logits = 10.0 * iou.new_ones(iou.shape[0], 1)
         masks = self._upscale_to_masks(src, hyper_in, high_res_features)
-        iou = self.iou_prediction_head(iou_token_out)
-        if self.pred_obj_scores:
-            obj_logits = self.pred_obj_score_head(hs[:, 0, :])
-        else:
-            obj_logits = 10.0 * iou.new_ones(iou.shape[0], 1)
         return masks, iou, mask_tokens_out, obj_logits
 
     def _upscale_to_masks(self, src: torch.Tensor, hyper_in: torch.Tensor,
                           high_res_features: list[torch.Tensor] | None) -> torch.Tensor:
         """Image tokens (B, C, h, w) and hypernetwork weights (B, M, C/8) -> mask logits (B, M, 4h, 4w)."""
-        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        upscaling = self.output_upscaling
         feat_s0 = feat_s1 = None
         if self.use_high_res_features and high_res_features is not None:
             feat_s0, feat_s1 = high_res_features
+        twin = cpu_bf16_twin(upscaling)
+        if twin is not None:
+            # CPU bfloat16 inference: the memory-bound upscaling on bfloat16 maps, logits back in float32
+            with torch.autocast("cpu", enabled=False):
+                masks = self._upscale_bands(twin, src.to(torch.bfloat16), hyper_in.to(torch.bfloat16),
+                                            None if feat_s0 is None else feat_s0.to(torch.bfloat16),
+                                            None if feat_s1 is None else feat_s1.to(torch.bfloat16))
+            return masks.to(hyper_in.dtype)
+        return self._upscale_bands(upscaling, src, hyper_in, feat_s0, feat_s1)
+
+    @staticmethod
+    def _upscale_bands(upscaling: nn.Sequential, src: torch.Tensor, hyper_in: torch.Tensor,
+                       feat_s0: torch.Tensor | None, feat_s1: torch.Tensor | None) -> torch.Tensor:
+        dc1, ln1, act1, dc2, act2 = upscaling
         b, c, h, w = src.shape
         # Every step from here to the masks is per pixel or a 2x2 stride-2 transposed conv, so a band of rows of
         # src gives the matching band of the masks. On a CPU a band stays in cache through all steps instead of

@@ -6,7 +6,7 @@ from typing import Type
 import torch
 import torch.nn as nn
 
-from .common import MLP, MLPBlock, attention
+from .common import MLP, MLPBlock, attention, cpu_bf16_twin, run_twin
 from .position_encoding import apply_rope, axial_rope_tables
 
 
@@ -138,6 +138,9 @@ class TwoWayTransformer(nn.Module):
 
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor,
                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
+        if twin is not None:
+            return run_twin(twin, image, image_pe, tokens)
         image = image.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries, keys = tokens, image
