@@ -192,7 +192,9 @@ def test_progress_bars_and_everything_note(in_home, small_clip, capsys, monkeypa
     model = masklet.SAM("sam2.1_t.pt")
     model(str(small_clip), points=[80, 45], verbose=True)
     err = capsys.readouterr().err
-    assert "predict" in err and "3/3" in err and "frame/s" in err or "s/frame" in err
+    # tqdm redraws at most every 0.1 s and the bar is cleared when done, so a fast run may never draw "3/3":
+    # check the bar's total and rate unit instead
+    assert "predict" in err and "/3 [" in err and ("frame/s" in err or "s/frame" in err)
     model(str(small_clip), points=[80, 45], verbose=False)
     assert capsys.readouterr().err == ""
     model(str(small_clip), verbose=True, max_frames=1, points_per_side=4)
@@ -202,7 +204,7 @@ def test_progress_bars_and_everything_note(in_home, small_clip, capsys, monkeypa
     tracker = masklet.SAM2VideoPredictor(overrides={"model": "sam2.1_t.pt"})
     tracker(source=str(small_clip), points=[80, 45], verbose=True)
     err = capsys.readouterr().err
-    assert "track" in err and "3/3" in err
+    assert "track" in err and "/3 [" in err
 
 
 def test_prompted_frame_time_includes_its_encode(in_home, small_clip, monkeypatch):
