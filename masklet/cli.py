@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"masklet: error: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError, ImportError) as exc:  # ImportError: an optional extra is not installed
         if debug:
             raise
         print(f"masklet: error: {exc}", file=sys.stderr)

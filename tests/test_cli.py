@@ -195,3 +195,17 @@ def test_parse_value():
     assert parse_value("model", "sam2.1_b.pt") == "sam2.1_b.pt"
     assert parse_value("source", "path/to/video.mp4") == "path/to/video.mp4"
     assert parse_value("conf", "0.5") == 0.5
+
+
+def test_missing_extra_is_a_one_line_error(monkeypatch, capsys):
+    """A mode whose optional extra is not installed ends with `masklet: error: ... pip install ...`, exit 1,
+    not a traceback."""
+    import masklet.app as app
+
+    def no_fastapi(*args, **kwargs):
+        raise ImportError("masklet app needs fastapi: pip install 'masklet[app]'")
+
+    monkeypatch.setattr(app, "app_cli", no_fastapi)
+    assert main(["app", "source=."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("masklet: error: masklet app needs fastapi") and "Traceback" not in err

@@ -338,6 +338,7 @@ def test_overlapping_box_labels_stay_readable():
 
 
 def test_results_tables_and_crops(tmp_path, monkeypatch):
+    pytest.importorskip("pandas", reason="Results.to_df needs pandas: pip install 'masklet[tables]'")
     result = _result_with(None)
     df = result.to_df()
     assert list(df.columns) == ["name", "class", "confidence", "x1", "y1", "x2", "y2", "area"]
