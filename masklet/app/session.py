@@ -254,6 +254,15 @@ class Annotator:
                                 f"(0 to {media.num_frames - 1})")
         return t
 
+    def _edit_target(self, obj_id: int, t: Any) -> tuple[Media, MediaRecord, int, str]:
+        """The checks every prompt edit makes first (call with the lock held): no propagation running, media
+        open, frame in range, object known. Returns (media, record, frame, object key)."""
+        self._require_idle()
+        media, record = self._require_media()
+        t = self.check_frame(t)
+        self._object(obj_id)
+        return media, record, t, str(obj_id)
+
     def _object(self, obj_id: int) -> dict[str, Any]:
         _, record = self._require_media()
         for obj in record.state["objects"]:
@@ -385,11 +394,7 @@ class Annotator:
         """Replace an object's prompts on frame t (points [[x, y, label]] in pixels, label 1 = positive, 0 =
         negative; box [x0, y0, x1, y1]) and compute its mask there. Empty points and no box clear the frame."""
         with self.lock:
-            self._require_idle()
-            media, record = self._require_media()
-            t = self.check_frame(t)
-            self._object(obj_id)
-            key = str(obj_id)
+            media, record, t, key = self._edit_target(obj_id, t)
             if not points and box is None:
                 return self.clear_prompts(obj_id, t)
             before = record.snapshot([t])
@@ -422,11 +427,7 @@ class Annotator:
     def choose(self, obj_id: int, t: int, choice: int) -> dict[str, Any]:
         """Pick another of the three masks of an ambiguous single click (the multimask choice)."""
         with self.lock:
-            self._require_idle()
-            media, record = self._require_media()
-            t = self.check_frame(t)
-            self._object(obj_id)
-            key = str(obj_id)
+            media, record, t, key = self._edit_target(obj_id, t)
             prompt = record.state["prompts"].get(key, {}).get(str(t))
             if prompt is None or prompt.get("points") is None:
                 raise AppError(409, f"object {obj_id} has no clicks on frame {t} to choose a mask for")
@@ -452,11 +453,7 @@ class Annotator:
     def clear_prompts(self, obj_id: int, t: int) -> dict[str, Any]:
         """Remove an object's prompts and mask on frame t."""
         with self.lock:
-            self._require_idle()
-            _, record = self._require_media()
-            t = self.check_frame(t)
-            self._object(obj_id)
-            key = str(obj_id)
+            _, record, t, key = self._edit_target(obj_id, t)
             before = record.snapshot([t])
             frames = record.state["prompts"].get(key, {})
             had = frames.pop(str(t), None) is not None
