@@ -1,8 +1,9 @@
 """SAM 2's memory bank bookkeeping, independent of the tensor library (no torch, no numpy).
 
-Which memories and object pointers a frame attends to, their temporal positions, the order frames are tracked
-in, and what a stream may forget. Shared by the torch `VideoPredictor` and the onnxruntime `OnnxVideoPredictor`
-so the tracking rules exist once. They follow the official `SAM2Base._prepare_memory_conditioned_features`
+Which memories and object pointers a frame attends to, their temporal positions and the order frames are
+tracked in (what a one-pass run may forget is `VideoPredictor._forget_unreachable`). Shared by the torch
+`VideoPredictor` and the onnxruntime `OnnxVideoPredictor` so the tracking rules exist once. They follow the
+official `SAM2Base._prepare_memory_conditioned_features`
 (all conditioning frames, the num_maskmem - 1 previous frames' memories with temporal slots, object pointers of
 conditioning frames on the tracked side and of up to max_obj_ptrs_in_encoder - 1 previous frames).
 """
@@ -71,15 +72,6 @@ def propagation_order(start: int, max_frames: int | None, num_frames: int, rever
         return range(start, end - 1, -1) if start > 0 else range(0)
     end = min(start + max_frames, num_frames - 1)
     return range(start, end + 1)
-
-
-def unreachable(non_cond_frames: list[int], frame_idx: int, num_maskmem: int,
-                max_obj_ptrs: int) -> tuple[list[int], list[int]]:
-    """What a forward stream can forget after frame `frame_idx`: (frames whose results are never read again,
-    frames whose memory is never read again but whose object pointer still is)."""
-    drop = [t for t in non_cond_frames if t <= frame_idx - (max_obj_ptrs - 1)]
-    drop_memory = [t for t in non_cond_frames if t not in drop and t <= frame_idx - (num_maskmem - 1)]
-    return drop, drop_memory
 
 
 def first_prompted_frame(objects: list[Any]) -> int:
