@@ -1,7 +1,8 @@
 """`OnnxVideoPredictor`: `VideoPredictor`'s methods on exported graphs, onnxruntime and numpy.
 
 The tracking rules (which memories and object pointers a frame reads, their temporal positions, propagation
-order) come from `masklet.predictors.memory_bank`, shared with the torch predictor; prompts are validated by
+order) come from `masklet.predictors.memory_bank` and the object and prompt bookkeeping from
+`masklet.predictors.video_objects`, both shared with the torch predictor; prompts are validated by
 `masklet.predictors.prompts`. The memory bank is passed to memory_attention.onnx at its actual size (dynamic
 axes). Masks come back as numpy float32 logits where the torch predictor returns tensors.
 """
@@ -18,39 +19,16 @@ import numpy as np
 from ..data.preprocess import InputSpec
 from ..predictors import memory_bank
 from ..predictors.prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts
+from ..predictors.video_objects import FrameResult, ObjectIndex, TrackedObject, VideoObjects, open_video
 from .image import decoder_points, input_spec, select_masks
 from .ops import fill_holes_numpy, resize_bilinear, round_to_bfloat16
 from .session import ExportedModel, load_exported
 
 
 @dataclass
-class FrameResult:
-    """One object on one frame: low-res logits (1, 1, 4h, 4w), object pointer (1, C), object score (1, 1) and its
-    memory (1, mem_dim, h, w) (bfloat16-rounded float32) once encoded."""
+class OnnxVideoState(ObjectIndex):
+    """Tracking state of one video, as `VideoState` of the torch predictor."""
 
-    pred_masks: np.ndarray
-    obj_ptr: np.ndarray
-    object_score_logits: np.ndarray
-    memory: np.ndarray | None = None
-
-
-@dataclass
-class TrackedObject:
-    obj_id: int
-    point_inputs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    mask_inputs: dict[int, np.ndarray] = field(default_factory=dict)
-    cond: dict[int, FrameResult] = field(default_factory=dict)
-    non_cond: dict[int, FrameResult] = field(default_factory=dict)
-    temp_cond: dict[int, FrameResult] = field(default_factory=dict)
-    temp_non_cond: dict[int, FrameResult] = field(default_factory=dict)
-    tracked: dict[int, bool] = field(default_factory=dict)
-
-    def lookup(self, frame_idx: int) -> FrameResult | None:
-        return self.cond.get(frame_idx) or self.non_cond.get(frame_idx)
-
-
-@dataclass
-class OnnxVideoState:
     frames: Any
     num_frames: int
     video_height: int
@@ -58,18 +36,8 @@ class OnnxVideoState:
     objects: list[TrackedObject] = field(default_factory=list)
     feature_cache: OrderedDict[int, dict] = field(default_factory=OrderedDict)
 
-    @property
-    def obj_ids(self) -> list[int]:
-        return [obj.obj_id for obj in self.objects]
 
-    def index_of(self, obj_id: int) -> int | None:
-        for i, obj in enumerate(self.objects):
-            if obj.obj_id == obj_id:
-                return i
-        return None
-
-
-class OnnxVideoPredictor:
+class OnnxVideoPredictor(VideoObjects):
     """Track objects through a video on an exported SAM 2 folder (`masklet.export`).
 
     Same methods, arguments and outputs as `masklet.predictors.video.VideoPredictor` (init_state,
@@ -100,45 +68,15 @@ class OnnxVideoPredictor:
     def init_state(self, video: Any, **_: Any) -> OnnxVideoState:
         """Open a video (folder of frames, video file, or list of HxWx3 uint8 RGB frames); frames are decoded when
         needed. The official offload/async flags are accepted and ignored."""
-        from ..data.sources import VideoFrames
-
-        frames = video if hasattr(video, "frame_name") and hasattr(video, "height") else VideoFrames(video)
+        frames = open_video(video)
         state = OnnxVideoState(frames, len(frames), frames.height, frames.width)
         self._features(state, 0)
         return state
 
-    def reset_state(self, state: OnnxVideoState) -> None:
-        """Remove every object and prompt."""
-        state.objects.clear()
-
-    def _features(self, state: OnnxVideoState, frame_idx: int) -> dict[str, np.ndarray]:
+    def _encode_frame(self, state: OnnxVideoState, frame_idx: int) -> dict[str, np.ndarray]:
         from .image import preprocess_numpy
 
-        cache = state.feature_cache
-        if frame_idx in cache:
-            cache.move_to_end(frame_idx)
-            return cache[frame_idx]
-        x = preprocess_numpy(state.frames[frame_idx], self.spec)[None]
-        features = self.model.run("image_encoder", {"image": x})
-        cache[frame_idx] = features
-        while len(cache) > self.feature_cache_size:
-            cache.popitem(last=False)
-        return features
-
-    def _check_frame(self, state: OnnxVideoState, frame_idx: int) -> int:
-        if not isinstance(frame_idx, (int, np.integer)):
-            raise TypeError(f"frame_idx must be an integer, got {type(frame_idx).__name__}")
-        if not 0 <= frame_idx < state.num_frames:
-            raise IndexError(f"frame_idx {frame_idx} is out of range: the video has {state.num_frames} frames "
-                             f"(0 to {state.num_frames - 1})")
-        return int(frame_idx)
-
-    def _object(self, state: OnnxVideoState, obj_id: int) -> TrackedObject:
-        idx = state.index_of(obj_id)
-        if idx is None:
-            state.objects.append(TrackedObject(obj_id))
-            return state.objects[-1]
-        return state.objects[idx]
+        return self.model.run("image_encoder", {"image": preprocess_numpy(state.frames[frame_idx], self.spec)[None]})
 
     # ------------------------------------------------------------------ prompts
     def add_new_points_or_box(self, state: OnnxVideoState, frame_idx: int, obj_id: int, points: Any = None,
@@ -147,14 +85,7 @@ class OnnxVideoPredictor:
         """Clicks (points (N, 2), labels (N,)) and/or a box (4,) for an object on a frame, as
         `VideoPredictor.add_new_points_or_box`. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W))."""
         frame_idx = self._check_frame(state, frame_idx)
-        if points is None and box is None:
-            raise ValueError("add_new_points_or_box needs points (with labels) or a box: both are missing")
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together (one label per point: 1 = foreground, "
-                             "0 = background)")
-        if box is not None and not clear_old_points:
-            raise ValueError("a box can only be added with clear_old_points=True (the box is the first prompt of "
-                             "the object on this frame)")
+        self._check_points_or_box(points, labels, box, clear_old_points)
         prompts = official_prompts(points, labels, box)
         if prompts.batch > 1:
             raise PromptError("add_new_points_or_box takes the prompts of one object: points (N, 2) and box (4,)")
@@ -169,14 +100,7 @@ class OnnxVideoPredictor:
         if normalize_coords:
             new_points = new_points / np.array([state.video_width, state.video_height], np.float32)
         new_points = (new_points * self.image_size).astype(np.float32)
-        obj = self._object(state, obj_id)
-        old = None if clear_old_points else obj.point_inputs.get(frame_idx)
-        if old is not None:
-            new_points = np.concatenate([old[0], new_points], axis=1)
-            new_labels = np.concatenate([old[1], new_labels], axis=1)
-        obj.point_inputs[frame_idx] = (new_points, new_labels)
-        obj.mask_inputs.pop(frame_idx, None)
-        return self._prompt_frame(state, obj, frame_idx, (new_points, new_labels), None)
+        return self._add_points(state, frame_idx, obj_id, new_points, new_labels, clear_old_points)
 
     def add_new_mask(self, state: OnnxVideoState, frame_idx: int, obj_id: int,
                      mask: Any) -> tuple[int, list[int], np.ndarray]:
@@ -190,85 +114,31 @@ class OnnxVideoPredictor:
         if mask_in.shape[-2:] != (self.image_size, self.image_size):
             mask_in = resize_bilinear(mask_in, (self.image_size, self.image_size), antialias=True)
             mask_in = (mask_in >= 0.5).astype(np.float32)
-        obj = self._object(state, obj_id)
-        obj.mask_inputs[frame_idx] = mask_in
-        obj.point_inputs.pop(frame_idx, None)
-        return self._prompt_frame(state, obj, frame_idx, None, mask_in)
+        return self._add_mask(state, frame_idx, obj_id, mask_in)
 
-    def _prompt_frame(self, state, obj, frame_idx, points, mask_in):
-        is_init = frame_idx not in obj.tracked
-        reverse = False if is_init else obj.tracked[frame_idx]
-        temp = obj.temp_cond if is_init else obj.temp_non_cond
-        prev_logits = None
-        if points is not None:
-            prev = temp.get(frame_idx) or obj.lookup(frame_idx)
-            if prev is not None:
-                prev_logits = np.clip(prev.pred_masks, -32.0, 32.0)
-        results, _ = self._run_frame(state, [obj], frame_idx, is_init, points, mask_in, reverse,
-                                     run_mem_encoder=False, prev_mask_logits=prev_logits)
-        temp[frame_idx] = results[0]
-        return frame_idx, state.obj_ids, self._consolidate(state, frame_idx, is_cond=is_init)
+    # ------------------------------------------------------------------ hooks of VideoObjects
+    def _blank_masks(self, state: OnnxVideoState) -> np.ndarray:
+        return np.full((len(state.objects), 1, state.video_height, state.video_width), self.meta["no_obj_score"],
+                       dtype=np.float32)
 
-    def _consolidate(self, state: OnnxVideoState, frame_idx: int, is_cond: bool) -> np.ndarray:
-        out = np.full((len(state.objects), 1, state.video_height, state.video_width), self.meta["no_obj_score"],
-                      dtype=np.float32)
-        for i, obj in enumerate(state.objects):
-            temp = obj.temp_cond if is_cond else obj.temp_non_cond
-            result = temp.get(frame_idx) or obj.lookup(frame_idx)
-            if result is not None:
-                out[i: i + 1] = self._to_video_res(state, result.pred_masks)
-        return out
-
-    def _to_video_res(self, state: OnnxVideoState, low_res: np.ndarray) -> np.ndarray:
+    def _upscale(self, state: OnnxVideoState, low_res: np.ndarray) -> np.ndarray:
         return resize_bilinear(low_res, (state.video_height, state.video_width))
 
-    def clear_all_prompts_in_frame(self, state: OnnxVideoState, frame_idx: int, obj_id: int,
-                                   need_output: bool = True) -> tuple[int, list[int], np.ndarray] | None:
-        """Remove an object's prompts on a frame (its result there becomes an ordinary tracked frame)."""
-        frame_idx = self._check_frame(state, frame_idx)
-        idx = state.index_of(obj_id)
-        if idx is None:
-            raise ValueError(f"unknown object id {obj_id}; existing object ids: {state.obj_ids}")
-        obj = state.objects[idx]
-        obj.point_inputs.pop(frame_idx, None)
-        obj.mask_inputs.pop(frame_idx, None)
-        obj.temp_cond.pop(frame_idx, None)
-        obj.temp_non_cond.pop(frame_idx, None)
-        result = obj.cond.pop(frame_idx, None)
-        if result is not None:
-            obj.non_cond[frame_idx] = result
-            obj.tracked.pop(frame_idx, None)
-        if not need_output:
-            return None
-        is_cond = any(frame_idx in o.temp_cond for o in state.objects)
-        return frame_idx, state.obj_ids, self._consolidate(state, frame_idx, is_cond)
+    def _on_device(self, state: OnnxVideoState, x: np.ndarray) -> np.ndarray:
+        return x
 
-    def remove_object(self, state: OnnxVideoState, obj_id: int, strict: bool = True,
-                      need_output: bool = True) -> tuple[list[int], list[tuple[int, np.ndarray]]]:
-        """Remove an object. Returns (remaining obj_ids, [(frame_idx, masks)] for frames it had prompts on)."""
-        idx = state.index_of(obj_id)
-        if idx is None:
-            if strict:
-                raise ValueError(f"cannot remove object id {obj_id}: no such object; existing object ids: "
-                                 f"{state.obj_ids}")
-            return state.obj_ids, []
-        if len(state.objects) == 1:
-            self.reset_state(state)
-            return state.obj_ids, []
-        obj = state.objects[idx]
-        input_frames = set(obj.point_inputs) | set(obj.mask_inputs)
-        for frame_idx in input_frames:
-            self.clear_all_prompts_in_frame(state, frame_idx, obj_id, need_output=False)
-        state.objects.pop(idx)
-        updated = []
-        if need_output:
-            for frame_idx in sorted(input_frames):
-                is_cond = any(frame_idx in o.temp_cond for o in state.objects)
-                updated.append((frame_idx, self._consolidate(state, frame_idx, is_cond)))
-        return state.obj_ids, updated
+    def _clip(self, x: np.ndarray, low: float, high: float) -> np.ndarray:
+        return np.clip(x, low, high)
+
+    def _concat(self, xs: list[np.ndarray], axis: int) -> np.ndarray:
+        return np.concatenate(xs, axis=axis)
+
+    def _prompt_memory(self, state: OnnxVideoState, frame_idx: int, result: FrameResult) -> np.ndarray:
+        return self._encode_memory(self._features(state, frame_idx), result.pred_masks, result.object_score_logits,
+                                   self.binarize_mask_from_pts_for_mem_enc)
 
     # ------------------------------------------------------------------ tracking
-    def _plan(self, state: OnnxVideoState, obj: TrackedObject, frame_idx: int, reverse: bool):
+    def _memory_plan(self, state: OnnxVideoState, obj: TrackedObject, frame_idx: int, reverse: bool):
         return memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, state.num_frames,
                                        self.num_maskmem, self.max_obj_ptrs, bool(self.meta["sam2_1"]),
                                        lambda r: r.memory is not None)
@@ -354,7 +224,7 @@ class OnnxVideoPredictor:
                 pix_feat = features["image_embed"]
             else:
                 if plans is None:
-                    plans = [self._plan(state, obj, frame_idx, reverse) for obj in objs]
+                    plans = [self._memory_plan(state, obj, frame_idx, reverse) for obj in objs]
                 pix_feat = self._attend(state, features, plans)
             multimask = (0 if points is None else points[1].shape[1]) <= 1
             if pix_feat.shape[0] != len(objs):
@@ -370,54 +240,13 @@ class OnnxVideoPredictor:
                                None if memory is None else memory[i: i + 1]) for i in range(len(objs))]
         return results, low
 
-    def _preflight(self, state: OnnxVideoState) -> None:
-        if not state.objects:
-            raise RuntimeError("no object has prompts yet: call add_new_points_or_box or add_new_mask first")
-        for obj in state.objects:
-            for temp, bank in ((obj.temp_non_cond, obj.non_cond), (obj.temp_cond, obj.cond)):
-                for frame_idx, result in temp.items():
-                    if result.memory is None:
-                        result.memory = self._encode_memory(self._features(state, frame_idx), result.pred_masks,
-                                                            result.object_score_logits,
-                                                            self.binarize_mask_from_pts_for_mem_enc)
-                    bank[frame_idx] = result
-                temp.clear()
-            if not obj.cond:
-                raise RuntimeError(f"object {obj.obj_id} has no prompts: add points, a box or a mask for it first")
-            for frame_idx in obj.cond:
-                obj.non_cond.pop(frame_idx, None)
-
-    def _track_frame_all(self, state: OnnxVideoState, frame_idx: int, reverse: bool) -> np.ndarray:
-        masks: list[np.ndarray | None] = [None] * len(state.objects)
-        groups: dict[tuple, list] = {}
-        for i, obj in enumerate(state.objects):
-            if frame_idx in obj.cond:
-                masks[i] = obj.cond[frame_idx].pred_masks
-                obj.tracked[frame_idx] = reverse
-                continue
-            plan = self._plan(state, obj, frame_idx, reverse)
-            key = memory_bank.plan_key(plan)
-            groups.setdefault(key if self.batch_objects else (i,) + key, []).append((i, obj, plan))
-        for members in groups.values():
-            results, low = self._run_frame(state, [m[1] for m in members], frame_idx, False, None, None, reverse,
-                                           run_mem_encoder=True, plans=[m[2] for m in members])
-            for k, (i, obj, _) in enumerate(members):
-                obj.non_cond[frame_idx] = results[k]
-                obj.tracked[frame_idx] = reverse
-                masks[i] = low[k: k + 1]
-        return np.concatenate(masks, axis=0)
-
     def propagate_in_video(self, state: OnnxVideoState, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None, reverse: bool = False,
                            progress: bool = True) -> Iterator[tuple[int, list[int], np.ndarray]]:
         """Track every object; yields (frame_idx, obj_ids, masks (num_objects, 1, H, W) logits) per frame."""
         from tqdm.auto import tqdm
 
-        self._preflight(state)
-        if start_frame_idx is None:
-            start_frame_idx = memory_bank.first_prompted_frame(state.objects)
-        start_frame_idx = self._check_frame(state, start_frame_idx)
-        order = memory_bank.propagation_order(start_frame_idx, max_frame_num_to_track, state.num_frames, reverse)
+        _, order = self._propagation(state, start_frame_idx, max_frame_num_to_track, reverse)
         obj_ids = state.obj_ids
         for frame_idx in tqdm(order, desc="propagate in video (onnx)", disable=not progress, leave=False):
             low_res = self._track_frame_all(state, frame_idx, reverse)

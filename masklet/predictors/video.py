@@ -23,44 +23,11 @@ from ..utils.masks import fill_holes
 from . import memory_bank
 from .precision import autocast, resolve_dtype
 from .prompts import NORMALIZED_COORDS_HINT, binary_masks, check_inside, official_prompts
+from .video_objects import FrameResult, ObjectIndex, TrackedObject, VideoObjects, open_video
 
 
 @dataclass
-class FrameResult:
-    """What one object keeps of one frame: low-res mask logits (1, 1, 4h, 4w), object pointer (1, C), object
-    score (1, 1), and its memory (1, mem_dim, h, w) in bfloat16 once encoded."""
-
-    pred_masks: torch.Tensor
-    obj_ptr: torch.Tensor
-    object_score_logits: torch.Tensor
-    memory: torch.Tensor | None = None
-
-
-@dataclass
-class TrackedObject:
-    """One object's prompts and per-frame results. `cond` holds frames with prompts (conditioning frames),
-    `non_cond` tracked frames; the `temp_*` dicts hold prompt results not yet consolidated into memory."""
-
-    obj_id: int
-    point_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
-    cond: dict[int, FrameResult] = field(default_factory=dict)
-    non_cond: dict[int, FrameResult] = field(default_factory=dict)
-    temp_cond: dict[int, FrameResult] = field(default_factory=dict)
-    temp_non_cond: dict[int, FrameResult] = field(default_factory=dict)
-    tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
-
-    def clear(self) -> None:
-        for d in (self.point_inputs, self.mask_inputs, self.cond, self.non_cond, self.temp_cond, self.temp_non_cond,
-                  self.tracked):
-            d.clear()
-
-    def lookup(self, frame_idx: int) -> FrameResult | None:
-        return self.cond.get(frame_idx) or self.non_cond.get(frame_idx)
-
-
-@dataclass
-class VideoState:
+class VideoState(ObjectIndex):
     """Tracking state of one video (what the official API calls `inference_state`)."""
 
     frames: Any  # VideoFrames, or None for a stream
@@ -76,16 +43,6 @@ class VideoState:
     # (start frame, reverse) of the one-pass propagation that pruned this state; None while it holds everything
     one_pass: tuple[int, bool] | None = None
 
-    @property
-    def obj_ids(self) -> list[int]:
-        return [obj.obj_id for obj in self.objects]
-
-    def index_of(self, obj_id: int) -> int | None:
-        for i, obj in enumerate(self.objects):
-            if obj.obj_id == obj_id:
-                return i
-        return None
-
 
 @dataclass
 class ObjectPrompt:
@@ -98,7 +55,7 @@ class ObjectPrompt:
     mask: Any = None
 
 
-class VideoPredictor:
+class VideoPredictor(VideoObjects):
     """Track objects through a video with a SAM 2 model.
 
     fill_hole_area: holes in the low-resolution masks up to this many pixels are filled (OpenCV, on CPU
@@ -149,6 +106,10 @@ class VideoPredictor:
     def image_size(self) -> int:
         return self.model.image_size
 
+    @property
+    def num_maskmem(self) -> int:
+        return self.model.num_maskmem
+
     # ------------------------------------------------------------------ state
     @torch.inference_mode()
     def init_state(self, video: Any, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
@@ -158,9 +119,7 @@ class VideoPredictor:
         Frames are decoded when needed; `offload_video_to_cpu` and `async_loading_frames` are accepted for
         compatibility (frames always live on the CPU and are prefetched in the background).
         """
-        from ..data.sources import VideoFrames
-
-        frames = video if hasattr(video, "frame_name") and hasattr(video, "height") else VideoFrames(video)
+        frames = open_video(video)
         device = self.model.device
         storage = torch.device("cpu") if offload_state_to_cpu else device
         state = VideoState(frames, len(frames), frames.height, frames.width, device, storage)
@@ -170,9 +129,7 @@ class VideoPredictor:
     @torch.inference_mode()
     def reset_state(self, state: VideoState) -> None:
         """Remove every object and prompt."""
-        for obj in state.objects:
-            obj.clear()
-        state.objects.clear()
+        super().reset_state(state)
         state.one_pass = None
 
     def _frame_image(self, state: VideoState, frame_idx: int) -> np.ndarray:
@@ -180,28 +137,12 @@ class VideoPredictor:
             return state.stream_frames[frame_idx]
         return state.frames[frame_idx]
 
-    def _features(self, state: VideoState, frame_idx: int) -> ImageFeatures:
-        cache = state.feature_cache
-        if frame_idx in cache:
-            cache.move_to_end(frame_idx)
-            return cache[frame_idx]
+    def _encode_frame(self, state: VideoState, frame_idx: int) -> ImageFeatures:
         image = self._frame_image(state, frame_idx)
         x = preprocess(image, SAM2_VIDEO_INPUT.with_size(self.image_size), state.device)[None].to(self.model.dtype)
         with autocast(state.device, self.dtype):
             features = self.model.encode_image(x)
-        features = features.to(state.device, self.model.dtype)
-        cache[frame_idx] = features
-        while len(cache) > self.feature_cache_size:
-            cache.popitem(last=False)
-        return features
-
-    def _check_frame(self, state: VideoState, frame_idx: int) -> int:
-        if not isinstance(frame_idx, (int, np.integer)):
-            raise TypeError(f"frame_idx must be an integer, got {type(frame_idx).__name__}")
-        if state.num_frames is not None and not 0 <= frame_idx < state.num_frames:
-            raise IndexError(f"frame_idx {frame_idx} is out of range: the video has {state.num_frames} frames "
-                             f"(0 to {state.num_frames - 1})")
-        return int(frame_idx)
+        return features.to(state.device, self.model.dtype)
 
     def _check_editable(self, state: VideoState) -> None:
         if state.one_pass is not None:
@@ -210,13 +151,6 @@ class VideoPredictor:
                 "had moved past, so it takes no more prompts or propagations: call reset_state(state) and add the "
                 "prompts again, or propagate with one_pass=False (the default) to keep every frame's state for "
                 "later corrections")
-
-    def _object(self, state: VideoState, obj_id: int) -> TrackedObject:
-        idx = state.index_of(obj_id)
-        if idx is None:
-            state.objects.append(TrackedObject(obj_id))
-            return state.objects[-1]
-        return state.objects[idx]
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()
@@ -227,14 +161,7 @@ class VideoPredictor:
         a frame. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W) video-resolution logits)."""
         self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
-        if points is None and box is None:
-            raise ValueError("add_new_points_or_box needs points (with labels) or a box: both are missing")
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together (one label per point: 1 = foreground, "
-                             "0 = background)")
-        if box is not None and not clear_old_points:
-            raise ValueError("a box can only be added with clear_old_points=True (the box is the first prompt of "
-                             "the object on this frame)")
+        self._check_points_or_box(points, labels, box, clear_old_points)
         prompts = official_prompts(points, labels, box, single_object=True)
         if normalize_coords:
             check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
@@ -248,14 +175,7 @@ class VideoPredictor:
             new_points = new_points / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
         new_points = (new_points * self.image_size).to(state.device)
         new_labels = new_labels.to(state.device)
-
-        obj = self._object(state, obj_id)
-        old = None if clear_old_points else obj.point_inputs.get(frame_idx)
-        if old is not None:
-            new_points, new_labels = torch.cat([old[0], new_points], 1), torch.cat([old[1], new_labels], 1)
-        obj.point_inputs[frame_idx] = (new_points, new_labels)
-        obj.mask_inputs.pop(frame_idx, None)
-        return self._prompt_frame(state, obj, frame_idx, (new_points, new_labels), None)
+        return self._add_points(state, frame_idx, obj_id, new_points, new_labels, clear_old_points)
 
     @torch.inference_mode()
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id: int,
@@ -270,111 +190,54 @@ class VideoPredictor:
             mask_in = F.interpolate(mask_in, size=(self.image_size, self.image_size), mode="bilinear",
                                     align_corners=False, antialias=True)
             mask_in = (mask_in >= 0.5).float()
-        obj = self._object(state, obj_id)
-        obj.mask_inputs[frame_idx] = mask_in
-        obj.point_inputs.pop(frame_idx, None)
-        return self._prompt_frame(state, obj, frame_idx, None, mask_in)
+        return self._add_mask(state, frame_idx, obj_id, mask_in)
 
-    def _prompt_frame(self, state: VideoState, obj: TrackedObject, frame_idx: int,
-                      points: tuple[torch.Tensor, torch.Tensor] | None,
-                      mask_in: torch.Tensor | None) -> tuple[int, list[int], torch.Tensor]:
-        is_init = frame_idx not in obj.tracked
-        reverse = False if is_init else obj.tracked[frame_idx]
-        # a correction on a tracked frame is a conditioning frame only when asked: else the next propagation
-        # that reaches the frame tracks over it (the official default)
-        is_cond = is_init or self.add_all_frames_to_correct_as_cond
-        temp = obj.temp_cond if is_cond else obj.temp_non_cond
-        prev_logits = None
-        if points is not None:
-            prev = temp.get(frame_idx) or obj.lookup(frame_idx)
-            if prev is not None:
-                prev_logits = torch.clamp(prev.pred_masks.to(state.device), -32.0, 32.0)
-        result, _ = self._run_frame(state, [obj], frame_idx, is_init, points, mask_in, reverse,
-                                    run_mem_encoder=False, prev_mask_logits=prev_logits)
-        temp[frame_idx] = result[0]
-        masks = self._consolidate(state, frame_idx, is_cond=is_cond)
-        return frame_idx, state.obj_ids, masks
-
-    def _consolidate(self, state: VideoState, frame_idx: int, is_cond: bool) -> torch.Tensor:
-        """Every object's current mask on a frame at video resolution (NO_OBJ_SCORE where it has none)."""
-        out = torch.full((len(state.objects), 1, state.video_height, state.video_width), NO_OBJ_SCORE,
-                         dtype=torch.float32, device=state.device)
-        for i, obj in enumerate(state.objects):
-            temp = obj.temp_cond if is_cond else obj.temp_non_cond
-            result = temp.get(frame_idx) or obj.lookup(frame_idx)
-            if result is not None:
-                out[i: i + 1] = self._upscale(state, result.pred_masks)
-        return non_overlapping(out) if self.non_overlap_masks else out
+    # ------------------------------------------------------------------ hooks of VideoObjects
+    def _blank_masks(self, state: VideoState) -> torch.Tensor:
+        return torch.full((len(state.objects), 1, state.video_height, state.video_width), NO_OBJ_SCORE,
+                          dtype=torch.float32, device=state.device)
 
     def _upscale(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
         return F.interpolate(low_res.to(state.device).float(), size=(state.video_height, state.video_width),
                              mode="bilinear", align_corners=False)
 
-    def _to_video_res(self, state: VideoState, low_res: torch.Tensor) -> torch.Tensor:
-        """The masks returned for a tracked frame: (N, 1, H, W) video-resolution logits."""
-        out = self._upscale(state, low_res)
-        return non_overlapping(out) if self.non_overlap_masks else out
+    def _constrain(self, masks: torch.Tensor) -> torch.Tensor:
+        return non_overlapping(masks) if self.non_overlap_masks else masks
 
-    @torch.inference_mode()
-    def clear_all_prompts_in_frame(self, state: VideoState, frame_idx: int, obj_id: int,
-                                   need_output: bool = True) -> tuple[int, list[int], torch.Tensor] | None:
-        """Remove an object's prompts on a frame (its result there becomes an ordinary tracked frame)."""
-        self._check_editable(state)
-        frame_idx = self._check_frame(state, frame_idx)
-        idx = state.index_of(obj_id)
-        if idx is None:
-            raise ValueError(f"unknown object id {obj_id}; existing object ids: {state.obj_ids}")
-        obj = state.objects[idx]
-        obj.point_inputs.pop(frame_idx, None)
-        obj.mask_inputs.pop(frame_idx, None)
-        obj.temp_cond.pop(frame_idx, None)
-        obj.temp_non_cond.pop(frame_idx, None)
-        result = obj.cond.pop(frame_idx, None)
-        if result is not None:
-            obj.non_cond[frame_idx] = result
-            obj.tracked.pop(frame_idx, None)
-        if not need_output:
-            return None
-        is_cond = any(frame_idx in o.temp_cond for o in state.objects)
-        return frame_idx, state.obj_ids, self._consolidate(state, frame_idx, is_cond)
+    def _on_device(self, state: VideoState, x: torch.Tensor) -> torch.Tensor:
+        return x.to(state.device)
 
-    @torch.inference_mode()
-    def remove_object(self, state: VideoState, obj_id: int, strict: bool = True,
-                      need_output: bool = True) -> tuple[list[int], list[tuple[int, torch.Tensor]]]:
-        """Remove an object. Returns (remaining obj_ids, [(frame_idx, masks)] for frames it had prompts on)."""
-        self._check_editable(state)
-        idx = state.index_of(obj_id)
-        if idx is None:
-            if strict:
-                raise ValueError(f"cannot remove object id {obj_id}: no such object; existing object ids: "
-                                 f"{state.obj_ids}")
-            return state.obj_ids, []
-        if len(state.objects) == 1:
-            self.reset_state(state)
-            return state.obj_ids, []
-        obj = state.objects[idx]
-        input_frames = set(obj.point_inputs) | set(obj.mask_inputs)
-        for frame_idx in input_frames:
-            self.clear_all_prompts_in_frame(state, frame_idx, obj_id, need_output=False)
-        state.objects.pop(idx)
-        updated = []
-        if need_output:
-            for frame_idx in sorted(input_frames):
-                is_cond = any(frame_idx in o.temp_cond for o in state.objects)
-                updated.append((frame_idx, self._consolidate(state, frame_idx, is_cond)))
-        return state.obj_ids, updated
+    def _clip(self, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        return torch.clamp(x, low, high)
+
+    def _concat(self, xs: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.cat(xs, dim=axis)
+
+    def _prompt_memory(self, state: VideoState, frame_idx: int, result: FrameResult) -> torch.Tensor:
+        features = self._features(state, frame_idx)
+        high = F.interpolate(result.pred_masks.to(state.device), size=(self.image_size,) * 2, mode="bilinear",
+                             align_corners=False)
+        # prompted frames: memory from the binarised mask, like the official predictor
+        memory, _ = self._encode_memory(state, features, high, result.object_score_logits.to(state.device),
+                                        self.binarize_mask_from_pts_for_mem_enc)
+        return memory
+
+    # the shared bookkeeping, without autograd like every public method here
+    clear_all_prompts_in_frame = torch.inference_mode()(VideoObjects.clear_all_prompts_in_frame)
+    remove_object = torch.inference_mode()(VideoObjects.remove_object)
 
     # ------------------------------------------------------------------ tracking
     def _use_multimask(self, is_init: bool, points: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
         num_points = 0 if points is None else points[1].shape[1]
         return num_points <= 1  # multimask_output_in_sam, for tracking too, with at most one click
 
-    def _memory_plan(self, obj: TrackedObject, frame_idx: int, reverse: bool,
-                     num_frames: int | None) -> tuple[list[tuple[int, int, FrameResult]], list[tuple[int, int, FrameResult]]]:
+    def _memory_plan(self, state: VideoState, obj: TrackedObject, frame_idx: int,
+                     reverse: bool) -> tuple[list[tuple[int, int, FrameResult]], list[tuple[int, int, FrameResult]]]:
         """Which memories and object pointers frame `frame_idx` attends to (`memory_bank.memory_plan`, shared with
         the onnxruntime predictor): ([(t_pos, frame, result)], [(signed temporal distance, frame, result)])."""
-        return memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, num_frames, self.model.num_maskmem,
-                                       self.max_obj_ptrs, self.model.config.sam2_1, lambda r: r.memory is not None)
+        return memory_bank.memory_plan(obj.cond, obj.non_cond, frame_idx, reverse, state.num_frames,
+                                       self.num_maskmem, self.max_obj_ptrs, self.model.config.sam2_1,
+                                       lambda r: r.memory is not None)
 
     def _attend(self, state: VideoState, features: ImageFeatures, plans: list) -> torch.Tensor:
         """Memory-conditioned features (B, C, h, w) for B objects sharing one memory layout."""
@@ -400,7 +263,7 @@ class VideoPredictor:
         pix_feat = None
         if mask_in is None and not is_init:
             if plans is None:
-                plans = [self._memory_plan(obj, frame_idx, reverse, state.num_frames) for obj in objs]
+                plans = [self._memory_plan(state, obj, frame_idx, reverse) for obj in objs]
             if state.memory_pos is None:
                 raise RuntimeError("internal error: no memory encoded before tracking")
             # the expensive part (attention over all memories) runs in the reduced precision when asked
@@ -434,71 +297,6 @@ class VideoPredictor:
         # memories are kept in bfloat16 (as the reference does): half the RAM per frame
         return memory.to(torch.bfloat16).to(state.storage_device), pos
 
-    def _preflight(self, state: VideoState) -> None:
-        """Encode the memories of newly prompted frames and move them into the memory bank."""
-        if not state.objects:
-            raise RuntimeError("no object has prompts yet: call add_new_points_or_box or add_new_mask first")
-        inputs = {t for obj in state.objects for temp in (obj.temp_non_cond, obj.temp_cond) for t in temp}
-        for obj in state.objects:
-            for temp, bank in ((obj.temp_non_cond, obj.non_cond), (obj.temp_cond, obj.cond)):
-                for frame_idx, result in temp.items():
-                    if result.memory is None:
-                        features = self._features(state, frame_idx)
-                        high = F.interpolate(result.pred_masks.to(state.device), size=(self.image_size,) * 2,
-                                             mode="bilinear", align_corners=False)
-                        # prompted frames: memory from the binarised mask, like the official predictor
-                        result.memory, _ = self._encode_memory(state, features, high,
-                                                               result.object_score_logits.to(state.device),
-                                                               self.binarize_mask_from_pts_for_mem_enc)
-                    bank[frame_idx] = result
-                temp.clear()
-            if not obj.cond:
-                raise RuntimeError(f"object {obj.obj_id} has no prompts: add points, a box or a mask for it first")
-            for frame_idx in obj.cond:
-                obj.non_cond.pop(frame_idx, None)
-        for frame_idx in sorted(inputs):
-            self._clear_around_input(state, frame_idx, keep=inputs)
-
-    def _clear_around_input(self, state: VideoState, frame_idx: int, keep: set[int]) -> None:
-        """`clear_non_cond_mem_around_input`: drop the tracked results within num_maskmem frames of an input frame
-        (both sides, as the legacy official predictor with memory_temporal_stride_for_eval = 1), of every object;
-        with several objects only under `clear_non_cond_mem_for_multi_obj`. Frames in `keep` (the inputs) stay."""
-        if not self.clear_non_cond_mem_around_input:
-            return
-        if len(state.objects) > 1 and not self.clear_non_cond_mem_for_multi_obj:
-            return
-        radius = self.model.num_maskmem
-        for obj in state.objects:
-            for t in [t for t in obj.non_cond if abs(t - frame_idx) <= radius and t not in keep]:
-                del obj.non_cond[t]
-
-    def _track_frame_all(self, state: VideoState, frame_idx: int, reverse: bool) -> torch.Tensor:
-        """Every object's low-res mask on a frame (B, 1, 4h, 4w), tracking those without a prompt there."""
-        masks: list[torch.Tensor | None] = [None] * len(state.objects)
-        groups: dict[tuple, list[tuple[int, TrackedObject, Any]]] = {}
-        for i, obj in enumerate(state.objects):
-            if frame_idx in obj.cond:
-                masks[i] = obj.cond[frame_idx].pred_masks.to(state.device)
-                obj.tracked[frame_idx] = reverse
-                continue
-            plan = self._memory_plan(obj, frame_idx, reverse, state.num_frames)
-            key = memory_bank.plan_key(plan)
-            if not self.batch_objects:
-                key = (i,) + key
-            groups.setdefault(key, []).append((i, obj, plan))
-        for members in groups.values():
-            objs = [m[1] for m in members]
-            results, low_res = self._run_frame(state, objs, frame_idx, False, None, None, reverse,
-                                               run_mem_encoder=True, plans=[m[2] for m in members])
-            for k, (i, obj, _) in enumerate(members):
-                obj.non_cond[frame_idx] = results[k]
-                obj.tracked[frame_idx] = reverse
-                masks[i] = low_res[k: k + 1]
-        if any(frame_idx in obj.cond for obj in state.objects):
-            # the legacy official predictor clears again whenever tracking passes a conditioning frame
-            self._clear_around_input(state, frame_idx, keep={frame_idx})
-        return torch.cat(masks, dim=0)
-
     @torch.inference_mode()
     def propagate_in_video(self, state: VideoState, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None, reverse: bool = False,
@@ -518,13 +316,9 @@ class VideoPredictor:
         if resuming and not (one_pass and not reverse and state.one_pass[1]
                              and start_frame_idx == state.one_pass[0]):
             self._check_editable(state)
-        self._preflight(state)
-        if start_frame_idx is None:
-            start_frame_idx = memory_bank.first_prompted_frame(state.objects)
-        start_frame_idx = self._check_frame(state, start_frame_idx)
+        start_frame_idx, order = self._propagation(state, start_frame_idx, max_frame_num_to_track, reverse)
         if one_pass:
             state.one_pass = (start_frame_idx, reverse)
-        order = memory_bank.propagation_order(start_frame_idx, max_frame_num_to_track, state.num_frames, reverse)
         obj_ids = state.obj_ids
         for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
             low_res = self._track_frame_all(state, frame_idx, reverse)
