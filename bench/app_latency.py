@@ -197,9 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             annotator.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result["memory"] = common.memory_snapshot(device)
-    common.emit(result, args.output)
-    return result
+    return common.finish(result, args.output, device)
 
 
 if __name__ == "__main__":

@@ -543,3 +543,11 @@ def emit(result: dict[str, Any], output: str | None = None) -> None:
     print(text, flush=True)
     if output:
         Path(output).write_text(text + "\n")
+
+
+def finish(result: dict[str, Any], output: str | None, device: torch.device | None = None) -> dict[str, Any]:
+    """The end of a script: the process's memory (`memory_snapshot`) into result["memory"], then `emit`; returns
+    the result."""
+    result["memory"] = memory_snapshot(device)
+    emit(result, output)
+    return result

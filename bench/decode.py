@@ -125,9 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, kwargs in cases(args, width, height).items():
             common.log(f"[decode] {name}")
             result["cases"][name] = bench_case(predictor, kwargs, args, device)
-    result["memory"] = common.memory_snapshot(device)
-    common.emit(result, args.output)
-    return result
+    return common.finish(result, args.output, device)
 
 
 if __name__ == "__main__":

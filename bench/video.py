@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             str(k): s / b for k, b in summary["batched"]["s_per_frame"].items()
             if b and (s := summary["sequential"]["s_per_frame"].get(k))}
     result["summary"] = summary
-    result["memory"] = common.memory_snapshot(device)
-    common.emit(result, args.output)
-    return result
+    return common.finish(result, args.output, device)
 
 
 if __name__ == "__main__":

@@ -365,9 +365,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lambda: _raise_on_error(interactive_part(model, video, result["model"]["native_imgsz"], args, device), compiler))
     result["passed"] = all(result[p].get("passed", False) for p in ("stream", "one_pass", "interactive")
                            if p in result)
-    result["memory"] = common.memory_snapshot(device)
-    common.emit(result, args.output)
-    return result
+    return common.finish(result, args.output, device)
 
 
 def _raise_on_error(part: dict[str, Any], compiler: common.Compiler) -> dict[str, Any]:

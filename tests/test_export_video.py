@@ -67,9 +67,9 @@ def test_onnx_video_matches_torch(tmp_path):
                     reason="replays the SAM 2.1 reference video script at 1024 px (minutes): MASKLET_SLOW_TESTS=1")
 def test_reference_video_script(tmp_path):
     """The official predictor's SAM 2.1 interaction script replayed through OnnxVideoPredictor: every returned mask
-    within the flip tolerance of tests/test_video_parity.py."""
+    within the flip tolerance of tests/test_video_parity.py (`video_replay.check_step`)."""
     from conftest import load_fixture, reference_state_dict
-    from test_video_parity import check_masks
+    from video_replay import check_step, replay_steps
 
     from masklet.export.exporter import export_model, write_metadata
     from masklet.models.build import load_model
@@ -81,38 +81,7 @@ def test_reference_video_script(tmp_path):
     write_metadata(tmp_path, model, 1024, 17, False, None)
     frames = [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(8)]
     predictor = OnnxVideoPredictor(tmp_path, fill_hole_area=0, feature_cache=8)
-    state = predictor.init_state(frames)
-    for step in ref["steps"]:
-        kind = step["step"]
-        if kind == "add_points":
-            _, ids, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"],
-                                                            points=step["points"], labels=step["labels"],
-                                                            clear_old_points=step.get("clear_old_points", True))
-            got = {None: (ids, masks)}
-        elif kind == "add_box":
-            _, ids, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"], box=step["box"])
-            got = {None: (ids, masks)}
-        elif kind in ("propagate", "remove_object_then_propagate"):
-            if kind != "propagate":
-                predictor.remove_object(state, step["removed_obj_id"])
-            got = {f: (ids, m) for f, ids, m in predictor.propagate_in_video(
-                state, start_frame_idx=step.get("start_frame_idx"), reverse=step["reverse"], progress=False)}
-        elif kind == "reset_then_add_mask":
-            predictor.reset_state(state)
-            r0, r1, c0, c1 = step["mask_box_rows_cols"]
-            mask = np.zeros(tuple(ref["video_hw"]), dtype=bool)
-            mask[r0:r1, c0:c1] = True
-            _, ids, masks = predictor.add_new_mask(state, step["frame_idx"], step["obj_id"], mask)
-            got = {None: (ids, masks)}
-        else:
-            raise AssertionError(f"unknown step {kind}")
-        if None in got:
-            assert list(got[None][0]) == step["out_obj_ids"]
-            check_masks(torch.from_numpy(got[None][1]), step["masks"])
-        else:
-            assert list(got) == list(step["masks"])
-            for frame_idx, record in step["masks"].items():
-                check_masks(torch.from_numpy(got[frame_idx][1]), record)
+    replay_steps(predictor, predictor.init_state(frames), ref["steps"], lambda _, step, got: check_step(step, got))
 
 
 def test_memory_bank_plans_by_hand():

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import data_file, load_fixture, reference_state_dict, small_checkpoint_home
+from video_replay import replay_steps
 
 SLOW = os.environ.get("MASKLET_SLOW_TESTS") == "1"
 
@@ -85,32 +86,14 @@ def _replay_video_bf16(steps: int) -> list[float]:
     state = predictor.init_state(frames)
     ious = []
 
-    def compare(masks: torch.Tensor, record: dict) -> None:
-        expected = _packed_mask(record, tuple(record["shape"]))
-        assert masks.shape == expected.shape, (tuple(masks.shape), expected.shape)
-        ious.extend(_iou((masks > 0).numpy()[:, 0], expected[:, 0]).tolist())
+    def compare(_, step: dict, output: dict) -> None:
+        for key, (_, masks) in output.items():
+            record = step["masks"] if key is None else step["masks"][key]
+            expected = _packed_mask(record, tuple(record["shape"]))
+            assert masks.shape == expected.shape, (tuple(masks.shape), expected.shape)
+            ious.extend(_iou((masks > 0).numpy()[:, 0], expected[:, 0]).tolist())
 
-    for step in ref["steps"][:steps]:
-        kind = step["step"]
-        if kind in ("add_points", "add_box"):
-            prompt = ({"box": step["box"]} if kind == "add_box" else
-                      {"points": step["points"], "labels": step["labels"],
-                       "clear_old_points": step.get("clear_old_points", True)})
-            _, _, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"], **prompt)
-            compare(masks, step["masks"])
-        elif kind == "reset_then_add_mask":
-            predictor.reset_state(state)
-            r0, r1, c0, c1 = step["mask_box_rows_cols"]
-            mask = np.zeros(tuple(ref["video_hw"]), dtype=bool)
-            mask[r0:r1, c0:c1] = True
-            _, _, masks = predictor.add_new_mask(state, step["frame_idx"], step["obj_id"], mask)
-            compare(masks, step["masks"])
-        else:
-            if kind == "remove_object_then_propagate":
-                predictor.remove_object(state, step["removed_obj_id"])
-            for f, _, masks in predictor.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
-                                                            reverse=step["reverse"], progress=False):
-                compare(masks, step["masks"][f])
+    replay_steps(predictor, state, ref["steps"][:steps], compare)
     return ious
 
 

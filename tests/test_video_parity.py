@@ -2,10 +2,10 @@
 returned, plus memory internals, within the fixture README's tolerances."""
 import os
 
-import numpy as np
 import pytest
 import torch
 from conftest import compare_probe, data_file, load_fixture, reference_state_dict
+from video_replay import check_step, replay_steps
 
 from masklet.data.images import read_image
 from masklet.models.build import load_model
@@ -30,37 +30,16 @@ def replay(fixture_name):
     frames = [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(8)]
     predictor = VideoPredictor(model, fill_hole_area=0, feature_cache=8)
     state = predictor.init_state(frames)
-    outputs, snapshot = [], None
-    for i, step in enumerate(ref["steps"][: STEPS_REPLAYED[fixture_name]]):
-        kind = step["step"]
-        if kind == "add_points":
-            _, ids, masks = predictor.add_new_points_or_box(
-                state, step["frame_idx"], step["obj_id"], points=step["points"], labels=step["labels"],
-                clear_old_points=step.get("clear_old_points", True))
-            outputs.append({None: (list(ids), masks)})
-        elif kind == "add_box":
-            _, ids, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"], box=step["box"])
-            outputs.append({None: (list(ids), masks)})
-        elif kind in ("propagate", "remove_object_then_propagate"):
-            if kind != "propagate":
-                remaining, _ = predictor.remove_object(state, step["removed_obj_id"])
-                assert step["removed_obj_id"] not in remaining
-            per_frame = {}
-            for f, ids, masks in predictor.propagate_in_video(state, start_frame_idx=step.get("start_frame_idx"),
-                                                              reverse=step["reverse"], progress=False):
-                per_frame[f] = (list(ids), masks)
-            outputs.append(per_frame)
-        elif kind == "reset_then_add_mask":
-            predictor.reset_state(state)
-            r0, r1, c0, c1 = step["mask_box_rows_cols"]
-            mask = np.zeros(tuple(ref["video_hw"]), dtype=bool)
-            mask[r0:r1, c0:c1] = True
-            _, ids, masks = predictor.add_new_mask(state, step["frame_idx"], step["obj_id"], mask)
-            outputs.append({None: (list(ids), masks)})
+    outputs, snapshot = [], {}
+
+    def record(i, step, output):
+        outputs.append(output)
         if i == 3:  # after the first forward propagation: memory internals of object 1
             obj = state.objects[0]
-            snapshot = {"frame0": obj.cond[0], "frame1": obj.non_cond[1], "memory_pos": state.memory_pos,
-                        "features1": predictor._features(state, 1)}
+            snapshot.update(frame0=obj.cond[0], frame1=obj.non_cond[1], memory_pos=state.memory_pos,
+                            features1=predictor._features(state, 1))
+
+    replay_steps(predictor, state, ref["steps"][: STEPS_REPLAYED[fixture_name]], record)
     return dict(ref=ref, outputs=outputs, snapshot=snapshot, model=model, name=fixture_name)
 
 
@@ -78,31 +57,10 @@ def run(request):
     return replayed(request.param)
 
 
-def check_masks(masks: torch.Tensor, record: dict) -> None:
-    assert list(masks.shape) == list(record["shape"])
-    flat = masks.reshape(-1)
-    probe = record["logits"]
-    assert (flat[probe["sample_index"]] - probe["sample"]).abs().max() <= 1e-3
-    positive = np.unpackbits(record["positive_packed"].numpy())[: flat.numel()].astype(bool)
-    flipped = int((positive != (flat > 0).numpy()).sum())
-    assert flipped <= 1e-4 * flat.numel(), f"{flipped} of {flat.numel()} mask pixels differ"
-
-
 @pytest.mark.parametrize("case,index", [(c, i) for c in CASES for i in range(STEPS_REPLAYED[c])])
 def test_step(case, index):
     run = replayed(case)
-    step = run["ref"]["steps"][index]
-    got = run["outputs"][index]
-    if None in got:
-        ids, masks = got[None]
-        assert ids == step["out_obj_ids"]
-        check_masks(masks, step["masks"])
-    else:
-        assert list(got) == list(step["masks"])  # same frames in the same order
-        for frame_idx, record in step["masks"].items():
-            ids, masks = got[frame_idx]
-            assert len(ids) == record["shape"][0]
-            check_masks(masks, record)
+    check_step(run["ref"]["steps"][index], run["outputs"][index])
 
 
 def test_conditioning_frame_memory(run):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import data_file, load_fixture, reference_state_dict, tiny_sam2
-from test_video_parity import check_masks
+from video_replay import check_masks, replay_steps
 
 import masklet.predictors.video as video_module
 from masklet.data.images import read_image
@@ -59,9 +59,17 @@ def replayed(case: str) -> tuple[list, list]:
             assert script[0] == script[1]  # the same prompts and propagations up to the correction
             objects, memory_pos, outputs = shared["prefix"][source]
             state.objects, state.memory_pos, outputs = copy.deepcopy(objects), memory_pos, list(outputs)
+
+        def record(i, step, output):
+            outputs.append(output)
+            if any(source == case and first_own == i + 1 for source, first_own in SHARED_PREFIX.values()):
+                # the state before the step another case starts from
+                shared.setdefault("prefix", {})[case] = (copy.deepcopy(state.objects), state.memory_pos,
+                                                         list(outputs))
+
         video_module.non_overlapping = recording
         try:
-            replay_steps(predictor, state, ref["steps"], first, outputs, case, shared)
+            replay_steps(predictor, state, ref["steps"], record, first)
         finally:
             video_module.non_overlapping = non_overlapping
         shared["features"].update(state.feature_cache)
@@ -73,29 +81,6 @@ def replayed(case: str) -> tuple[list, list]:
             assert next(raws, None) is None
         _RUNS[case] = (ref["steps"], outputs)
     return _RUNS[case]
-
-
-def replay_steps(predictor, state, steps, first, outputs, case, shared):
-    """Run the reference script's steps from `first` on, appending each step's output."""
-    for i, step in enumerate(steps):
-        if i < first:
-            continue
-        if any(source == case and first_own == i for source, first_own in SHARED_PREFIX.values()):
-            shared.setdefault("prefix", {})[case] = (copy.deepcopy(state.objects), state.memory_pos,
-                                                     list(outputs))
-        if step["step"] == "add_points":
-            _, ids, masks = predictor.add_new_points_or_box(
-                state, step["frame_idx"], step["obj_id"], points=step["points"], labels=step["labels"],
-                clear_old_points=step.get("clear_old_points", True))
-            outputs.append({None: (list(ids), masks)})
-        elif step["step"] == "add_box":
-            _, ids, masks = predictor.add_new_points_or_box(state, step["frame_idx"], step["obj_id"],
-                                                            box=step["box"])
-            outputs.append({None: (list(ids), masks)})
-        else:
-            assert step["step"] == "propagate"
-            outputs.append({f: (list(ids), m) for f, ids, m in predictor.propagate_in_video(
-                state, start_frame_idx=step["start_frame_idx"], reverse=step["reverse"], progress=False)})
 
 
 CASE_STEPS = [("correct_as_cond", i) for i in range(5)] + [("default_flags", i) for i in range(5)] + \

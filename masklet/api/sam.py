@@ -261,6 +261,48 @@ def progress_bar(total: int | None, desc: str, unit: str, disable: bool) -> Any:
                 dynamic_ncols=True)
 
 
+class RunReport:
+    """What predict and track do with each result, in Ultralytics' style: save it (`RunWriter`), show it, print
+    its line above the progress bar when verbose, and sum its speeds (ms) for the closing "Speed: ..." line."""
+
+    def __init__(self, writer: RunWriter | None, bar: Any, size: int, show: bool, verbose: bool,
+                 plot: dict[str, Any]) -> None:
+        self.writer, self.bar, self.size, self.show, self.verbose, self.plot = writer, bar, size, show, verbose, plot
+        self.totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+        self.count = 0
+
+    def add(self, result: Results, name: str, is_video: bool, fps: float | None, where: str, path: str) -> None:
+        """One result with its `speed`; `name` names its file(s), `where` ("image 1/3", "video 1/1 (frame 4)")
+        and `path` start its verbose line."""
+        for key in self.totals:
+            self.totals[key] += result.speed[key]
+        self.count += 1
+        if self.writer is not None:
+            self.writer.add(result, name, is_video, fps)
+        if self.show:
+            result.show(**self.plot)
+        if self.verbose:
+            self.bar.write(f"{where} {path}: {self.size}x{self.size} {result.verbose()}, "
+                           f"{result.speed['inference']:.1f}ms")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """End the progress bar and finish the files being written (videos)."""
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def summary(self, unit: str, extra: str = "") -> None:
+        """When verbose and anything was done: the mean speeds per `unit` and where the results were saved."""
+        if not (self.verbose and self.count):
+            return
+        t, n, size = self.totals, self.count, self.size
+        print(f"Speed: {t['preprocess'] / n:.1f}ms preprocess, {t['inference'] / n:.1f}ms inference, "
+              f"{t['postprocess'] / n:.1f}ms postprocess per {unit} at shape (1, 3, {size}, {size}){extra}")
+        if self.writer is not None and self.writer.run_dir.created:
+            print(f"Results saved to {self.writer.save_dir}")
+
+
 def count_frames(items: list, vid_stride: int, max_frames: int | None) -> int | None:
     """Images and (used) video frames of a source, or None when a stream has no known length."""
     n = 0
@@ -484,12 +526,11 @@ class SAM:
              multimask_output: bool, conf: float | None, precision: torch.dtype, writer: RunWriter | None,
              show: bool, verbose: bool,
              vid_stride: int, max_frames: int | None, size: int, plot: dict[str, Any]) -> Iterator[Results]:
-        totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-        count = 0
         drawn = prompt_drawing(prompts)
         bar = progress_bar(total=count_frames(items, vid_stride, max_frames), desc="predict",
                            unit="frame" if any(i.kind != "image" for i in items) else "image",
                            disable=not verbose)
+        report = RunReport(writer, bar, size, show, verbose, plot)
         try:
             for k, item in enumerate(items):
                 is_video = item.kind != "image"
@@ -516,30 +557,13 @@ class SAM:
                                                     frame=index if is_video else None)
                     result.prompts = drawn
                     result.speed = {"preprocess": pre.ms, "inference": inf.ms, "postprocess": post.ms}
-                    for key in totals:
-                        totals[key] += result.speed[key]
-                    count += 1
-                    if writer is not None:
-                        writer.add(result, item.name, is_video, fps)
-                    if show:
-                        result.show(**plot)
-                    if verbose:
-                        where = (f"video {k + 1}/{len(items)} (frame {index + 1}{f'/{total}' if total else ''})"
-                                 if is_video else f"image {k + 1}/{len(items)}")
-                        bar.write(f"{where} {item.path or item.name}: {size}x{size} {result.verbose()}, "
-                                  f"{inf.ms:.1f}ms")
-                    bar.update(1)
+                    where = (f"video {k + 1}/{len(items)} (frame {index + 1}{f'/{total}' if total else ''})"
+                             if is_video else f"image {k + 1}/{len(items)}")
+                    report.add(result, item.name, is_video, fps, where, item.path or item.name)
                     yield result
         finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-        if verbose and count:
-            print(f"Speed: {totals['preprocess'] / count:.1f}ms preprocess, {totals['inference'] / count:.1f}ms "
-                  f"inference, {totals['postprocess'] / count:.1f}ms postprocess per image at shape "
-                  f"(1, 3, {size}, {size})")
-            if writer is not None and writer.run_dir.created:
-                print(f"Results saved to {writer.save_dir}")
+            report.close()
+        report.summary("image")
         if writer is not None:
             self.save_dir = writer.save_dir
 

@@ -26,6 +26,7 @@ from .prompts import PromptError, check_prompts_inside, normalize_prompts
 from .results import Results, check_gui, results_from_masks
 from .sam import (
     DEFAULT_MODEL,
+    RunReport,
     RunWriter,
     _Timer,
     apply_imgsz,
@@ -377,41 +378,24 @@ class SAM2VideoPredictor:
     def _emit(self, run: Iterator[tuple[Results, float, float]], writer: RunWriter | None, args: dict[str, Any],
               size: int, num_objects: int, total: int | None = None,
               prompts: tuple[int | None, Any] = (None, None)) -> Iterator[Results]:
-        totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
-        count = 0
         plot = plot_args(args["show_labels"], args["show_conf"], args["show_boxes"], args["line_width"])
         prompt_frame, drawn = prompts
         bar = progress_bar(total=total, desc="track", unit="frame", disable=not args["verbose"])
+        report = RunReport(writer, bar, size, args["show"], args["verbose"], plot)
         try:
             for result, _, _ in run:
                 if result.frame == prompt_frame:
                     result.prompts = drawn
-                for key in totals:
-                    totals[key] += result.speed[key]
-                count += 1
-                if writer is not None:
-                    fps = None
-                    if self.inference_state is not None and getattr(self.inference_state, "frames", None) is not None:
-                        fps = getattr(self.inference_state.frames, "fps", None)
-                    writer.add(result, result.path, True, fps)
-                if args["show"]:
-                    result.show(**plot)
-                if args["verbose"]:
-                    bar.write(f"video 1/1 (frame {result.frame}) {result.path}: {size}x{size} {result.verbose()}, "
-                              f"{result.speed['inference']:.1f}ms")
-                bar.update(1)
+                fps = None
+                if self.inference_state is not None and getattr(self.inference_state, "frames", None) is not None:
+                    fps = getattr(self.inference_state.frames, "fps", None)
+                report.add(result, result.path, True, fps, f"video 1/1 (frame {result.frame})", result.path)
                 yield result
         finally:
-            bar.close()
+            report.close()
             if writer is not None:
-                writer.close()
                 self.save_dir = writer.save_dir
-        if args["verbose"] and count:
-            print(f"Speed: {totals['preprocess'] / count:.1f}ms preprocess, {totals['inference'] / count:.1f}ms "
-                  f"inference, {totals['postprocess'] / count:.1f}ms postprocess per frame at shape "
-                  f"(1, 3, {size}, {size}), {num_objects} object(s)")
-            if writer is not None and writer.run_dir.created:
-                print(f"Results saved to {writer.save_dir}")
+        report.summary("frame", f", {num_objects} object(s)")
 
 
 def _object_masks(masks: Any) -> list[np.ndarray] | None:
