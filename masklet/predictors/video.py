@@ -3,7 +3,9 @@
 A drop-in for the official `SAM2VideoPredictor` (same method names, arguments, switches and outputs), with
 three differences that matter for long videos: frames are decoded on demand (never the whole video in RAM),
 objects whose memories line up are tracked in one batch per frame, and one-pass runs (`track_stream`, and
-`propagate_in_video(..., one_pass=True)`) keep only the memories that attention can still reach.
+`propagate_in_video(..., one_pass=True)`) keep only the memories that attention can still reach. The object and
+prompt bookkeeping (`video_objects.VideoObjects`) and the memory-bank rules (`memory_bank`) are torch-free and
+shared with the onnxruntime `OnnxVideoPredictor`; this module holds the torch side.
 """
 from __future__ import annotations
 
