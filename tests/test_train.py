@@ -305,3 +305,19 @@ def test_loss_falls_over_a_few_steps():
         opt.step()
         history.append(float(loss))
     assert history[-1] < 0.5 * history[0], history
+
+
+def test_click_probe_bench_prints_a_curve():
+    """bench/train_click_probe.py (the identical-discs test of click localisation) runs and prints its JSON."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_click_probe.py"), "--steps", "6", "--every",
+                           "3", "--batch", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["benchmark"] == "train_click_probe" and [row["step"] for row in result["curve"]] == [3, 6]
+    assert all(0.0 <= row["best_of_3_iou"] <= 1.0 for row in result["curve"])
+    assert {"cpu_capability", "cpu_flags", "torch_threads"} <= set(result["machine"])
