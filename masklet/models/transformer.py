@@ -6,7 +6,7 @@ from typing import Type
 import torch
 import torch.nn as nn
 
-from .common import MLP, MLPBlock, attention, cpu_bf16_twin, run_twin
+from .common import MLP, MLPBlock, attention, compiled_call, cpu_bf16_twin, run_twin
 from .position_encoding import apply_rope, axial_rope_tables
 
 
@@ -125,6 +125,8 @@ class TwoWayTransformer(nn.Module):
     prompt-dependent only after the first image-to-token attention.
     """
 
+    COMPILABLE = (torch.float32, torch.bfloat16)  # common.enable_compile may compile it
+
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
                  activation: Type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2,
                  sam1_mlp_names: bool = False) -> None:
@@ -141,6 +143,10 @@ class TwoWayTransformer(nn.Module):
         twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
         if twin is not None:
             return run_twin(twin, image, image_pe, tokens)
+        return compiled_call(self, TwoWayTransformer._forward, self, image, image_pe, tokens)
+
+    def _forward(self, image: torch.Tensor, image_pe: torch.Tensor,
+                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries, keys = tokens, image
