@@ -189,6 +189,24 @@ def test_blocked_attention_matches_sdpa(monkeypatch, shape_q, shape_k):
     assert (got.float() - expected).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("num_k_exclude_rope", [0, 4])
+def test_late_value_projection_is_the_same_attention(monkeypatch, num_k_exclude_rope):
+    """Memory cross-attention projecting the values after the attention (64 -> 256 channels) equals projecting
+    them before, as the official code does: softmax rows sum to 1, so the bias passes through."""
+    from masklet.models import transformer
+
+    torch.manual_seed(0)
+    attn = transformer.RoPEAttention(256, 1, kv_in_dim=64, rope_k_repeat=True).eval()
+    torch.nn.init.normal_(attn.v_proj.bias)  # a visible bias: it must come through unchanged
+    q = torch.randn(2, 16, 256)
+    memory = torch.randn(2, 3 * 16 + num_k_exclude_rope, 64)
+    with torch.no_grad():
+        late = attn(q, memory + 1, memory, num_k_exclude_rope=num_k_exclude_rope)
+        monkeypatch.setattr(transformer, "LATE_VALUE_PROJECTION", False)
+        early = attn(q, memory + 1, memory, num_k_exclude_rope=num_k_exclude_rope)
+    torch.testing.assert_close(late, early, rtol=1e-5, atol=1e-5)
+
+
 def test_hiera_pooling_is_maxpool():
     from masklet.models.hiera import pool_hw
 

@@ -76,7 +76,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     broadcast to the other's batch without copying. bfloat16 on a CPU takes `blocked_attention`: the CPU
     kernel of `scaled_dot_product_attention` does not use the bf16 matrix units (AVX-512-bf16 / AMX).
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and CPU_BF16_BLOCKED_ATTENTION:
+    if q.device.type == "cpu" and ((q.dtype == torch.bfloat16 and CPU_BF16_BLOCKED_ATTENTION)
+                                   or v.shape[-1] < q.shape[-1]):
         return blocked_attention(q, k.to(q.dtype), v.to(q.dtype))
     batch = max(q.shape[0], k.shape[0])
     if q.shape[0] != batch:

@@ -9,6 +9,9 @@ import torch.nn as nn
 from .common import MLP, MLPBlock, attention, compiled_call, cpu_bf16_twin, run_twin
 from .position_encoding import apply_rope, axial_rope_tables
 
+# RoPEAttention: the value projection after the attention where that is narrower (switch for bench/levers.py)
+LATE_VALUE_PROJECTION = True
+
 
 class Attention(nn.Module):
     """Multi-head attention with optional down-projection of the internal width (`downsample_rate`).
@@ -68,7 +71,13 @@ class RoPEAttention(Attention):
         return self._tables[key]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        # Memory cross-attention: values come from 64-channel memories and are projected to 256. A softmax row
+        # sums to 1, so softmax(.) (m Wv^T + bv) = (softmax(.) m) Wv^T + bv: attending over the memories
+        # themselves and projecting after is the same product with a 4x narrower second matrix product
+        # (one head; the attention over 7 memory frames is most of a video frame).
+        late_v = LATE_VALUE_PROJECTION and self.num_heads == 1 and v.shape[-1] < self.internal_dim
+        q, k = self._heads(self.q_proj(q)), self._heads(self.k_proj(k))
+        v = v.unsqueeze(1) if late_v else self._heads(self.v_proj(v))
         cos, sin = self._rope(q.shape[-2], q.device)
         q = apply_rope(q, cos, sin)
         num_k_rope = k.shape[-2] - num_k_exclude_rope
@@ -82,7 +91,8 @@ class RoPEAttention(Attention):
             else:
                 cos_k, sin_k = cos, sin
             k = torch.cat([apply_rope(k_rope, cos_k, sin_k), k[:, :, num_k_rope:]], dim=2)
-        return self.out_proj(self._merge(attention(q, k, v)))
+        out = self._merge(attention(q, k, v))
+        return self.out_proj(self.v_proj(out) if late_v else out)
 
 
 class TwoWayAttentionBlock(nn.Module):
