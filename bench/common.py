@@ -318,53 +318,32 @@ def autocast_context(args: argparse.Namespace, device: torch.device) -> contextl
 
 
 class Compiler:
-    """torch.compile the image encoder and memory attention, going back to eager when compiling fails.
-
-    Compilation happens lazily at the first call, so failures (no C++ compiler, an unsupported op) surface
-    there: `guard` runs a first call and restores the eager modules on error, keeping the reason for the JSON.
-    """
-
-    COMPONENTS = ("image_encoder", "memory_attention")
+    """--compile: `masklet.models.common.enable_compile` (torch.compile of the parts where it measured faster on
+    a CPU: the decoder's transformer and upscaling, the Hiera trunk in float32). They compile at their first
+    call and go back to eager with a warning where compiling fails; the JSON lists the marked modules."""
 
     def __init__(self, model: nn.Module, enabled: bool) -> None:
-        self.model = model
-        self.originals: dict[str, nn.Module] = {}
-        self.info: dict[str, Any] = {"requested": enabled, "used": False, "components": {}}
-        if not enabled:
-            return
-        if not hasattr(torch, "compile"):
-            self.info["error"] = "torch.compile is not available in this torch build"
-            return
-        for name in self.COMPONENTS:
-            module = getattr(model, name, None)
-            if module is None:
-                self.info["components"][name] = "not in this model"
-                continue
-            try:
-                setattr(model, name, torch.compile(module))
-                self.originals[name] = module
-                self.info["components"][name] = "compiled"
-            except Exception as exc:  # noqa: BLE001
-                self.info["components"][name] = f"failed: {error_text(exc)}"
-        self.info["used"] = bool(self.originals)
+        from masklet.models.common import enable_compile
 
-    def restore(self, reason: BaseException) -> None:
-        for name, module in self.originals.items():
-            setattr(self.model, name, module)
-            self.info["components"][name] = "eager (compiled call failed)"
-        self.originals.clear()
-        self.info.update(used=False, error=error_text(reason))
-        log(f"torch.compile failed, running eager: {error_text(reason)}")
+        self.model = model
+        self.info: dict[str, Any] = {"requested": enabled, "used": False, "components": {}}
+        if enabled:
+            self.info["components"] = {name: "compiled on first call" for name in enable_compile(model)}
+            self.info["used"] = bool(self.info["components"])
+
+    @property
+    def originals(self) -> dict[str, Any]:
+        """The compiled components (empty when not compiling): truthy when warm-ups must cover every shape."""
+        return self.info["components"] if self.info["used"] else {}
 
     def guard(self, fn: Callable[[], Any]) -> Any:
-        """fn() with the compiled modules; on failure, fn() again eagerly."""
-        if not self.originals:
-            return fn()
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - any compile-time error means eager fallback
-            self.restore(exc)
-            return fn()
+        """fn() once (the compiling call), its process CPU seconds recorded in the JSON."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        if self.info["used"]:
+            self.info["first_call_s"] = time.perf_counter() - t0
+            self.info["first_call_cpu_s"] = time.process_time() - c0
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- timing

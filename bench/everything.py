@@ -12,7 +12,8 @@ almost nothing reaches post-processing). The decoder's outputs of the first run 
 (`decode_reused: true`): decoding depends only on the prompts, and reusing it keeps the benchmark short.
 On a device with a faster precision than float32 (bfloat16 on CPUs with avx512_bf16 / amx_bf16), `paths`
 compares the default settings in float32 and in that precision, runs alternating (--repeats; --no-compare to
-skip): `python bench/everything.py --grid 16 --repeats 2 --threads 2`.
+skip): `python bench/everything.py --grid 16 --repeats 2 --threads 2`; with --compile also both compiled
+(`enable_compile`), after one untimed compiling run each (`first_run_*`).
 `--compare-plain` adds the worst case with `fast=False` (every candidate upsampled to full resolution, as the
 official generator does) and checks that both give identical masks.
 
@@ -51,9 +52,12 @@ class _DecodeCache:
 
 
 def run(model: Any, image: np.ndarray, label: str, kwargs: dict[str, Any], cache: _DecodeCache | None,
-        args: Any, device: torch.device,
-        dtype: torch.dtype | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        args: Any, device: torch.device, dtype: torch.dtype | None = None,
+        compiled: bool | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from masklet.models.common import enable_compile
     from masklet.predictors.everything import AutomaticMaskGenerator
+
+    enable_compile(model, args.compile if compiled is None else compiled)
 
     gen = AutomaticMaskGenerator(model, points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
                                  **kwargs, dtype=dtype)
@@ -101,13 +105,21 @@ def compare_precisions(model: Any, image: np.ndarray, args: Any, device: torch.d
     """The default settings in float32 and in the device's fastest precision (all stages, the decoder too),
     alternating --repeats times, nothing reused; totals are medians, masks are counted per precision."""
     fast_name = common.fastest_dtype_name(device)
-    dtypes = {"float32": torch.float32, fast_name: common.DTYPES[fast_name]}
+    dtypes = {"float32": (torch.float32, False), fast_name: (common.DTYPES[fast_name], False)}
+    out: dict[str, Any] = {}
+    if args.compile:
+        # eager and compiled alternate too; one untimed run per compiled path first (it compiles)
+        dtypes.update({f"{name}+compile": (dtype, True) for name, (dtype, _) in list(dtypes.items())})
+        for name, (dtype, compiled) in dtypes.items():
+            if compiled:
+                row, _ = run(model, image, f"compile_{name}", {}, None, args, device, dtype=dtype, compiled=True)
+                out[f"first_run_{name}"] = {k: row[k] for k in ("total_s", "total_cpu_s")}
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in dtypes}
     for rep in range(args.repeats):
-        for name, dtype in dtypes.items():
-            row, _ = run(model, image, f"compare_{name}_{rep + 1}", {}, None, args, device, dtype=dtype)
+        for name, (dtype, compiled) in dtypes.items():
+            row, _ = run(model, image, f"compare_{name}_{rep + 1}", {}, None, args, device, dtype=dtype,
+                         compiled=compiled)
             rows[name].append({**row, "load_avg": common.load_avg()})
-    out: dict[str, Any] = {}
     for name, runs in rows.items():
         out[name] = {k: common.summarize([r[k] for r in runs])["median_s"]
                      for k in ("total_s", "encode_s", "decode_s", "postprocess_s", "total_cpu_s")}

@@ -41,6 +41,8 @@ PREDICT_ARGS: dict[str, tuple[Any, str]] = {
                      "float16 on CUDA, bfloat16 elsewhere; the decoder stays float32. Faster on GPUs and "
                      "AVX-512-bf16/AMX CPUs (slower where bf16 is emulated); masks agree with float32 to IoU ~0.99")),
     "dtype": (None, "precision by name instead of half: float32, bfloat16 or float16"),
+    "compile": (False, ("torch.compile the mask decoder (and, in float32, the image trunk): faster after a first "
+                        "call that compiles for about a minute per input shape on a CPU; needs a C++ compiler")),
     "save": (False, "save annotated images / videos to project/name (the CLI saves by default)"),
     "save_txt": (False, "save YOLO segmentation labels (cls x1 y1 x2 y2 ..., normalised) to project/name/labels"),
     "save_conf": (False, "with save_txt: append each mask's confidence to its line"),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.common import enable_compile
 from ..models.hub import select_device
 from ..predictors.precision import precision_summary, resolve_dtype
 from ..predictors.prompts import Prompts, to_model_frame
@@ -356,6 +357,14 @@ def load_sam_model(model: str | Path | nn.Module, device: Any = None) -> tuple[n
     return get_model(model, device)
 
 
+def _enable_compile(model: nn.Module, compile: Any) -> None:
+    """compile=True: torch.compile the model's decoder and float32 trunk (ValueError for anything but a bool)."""
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+    if compile:
+        enable_compile(model)
+
+
 # ---------------------------------------------------------------------------------------------- SAM
 class SAM:
     """A SAM 2 / SAM 2.1 / SAM / MobileSAM model with the Ultralytics calling convention.
@@ -438,7 +447,7 @@ class SAM:
                 exist_ok: bool = False, verbose: bool = True, vid_stride: int = 1, max_frames: int | None = None,
                 show_labels: bool = True, show_conf: bool = True, show_boxes: bool = True,
                 line_width: float | None = None, retina_masks: bool = True, task: str = "segment",
-                mode: str = "predict", half: bool = False, dtype: Any = None,
+                mode: str = "predict", half: bool = False, dtype: Any = None, compile: bool = False,
                 **everything_kwargs: Any) -> list[Results] | Iterator[Results]:
         """Segment the images / frames of `source`: with prompts one mask per object, without any prompt every
         object (segment everything, SAM's automatic mask generator).
@@ -452,7 +461,8 @@ class SAM:
         integer binary masks of the image's size (the dtype decides, never the size).
         multimask_output: 3 masks per prompt (all kept) instead of the best one.
         half / dtype: reduced precision for the image encoder (float16 on CUDA, bfloat16 elsewhere; or a dtype
-        name) — see `masklet.api.PREDICT_ARGS`.
+        name) — see `masklet.api.PREDICT_ARGS`. compile: torch.compile the decoder (and float32 image trunk) of
+        this model from now on (`masklet.models.common.enable_compile`).
         Segment-everything options of `AutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...) may be
         passed as extra keywords; `conf` drops its masks with predicted IoU below it.
         Returns a list of `Results`, one per image or frame, in order (a generator with stream=True).
@@ -466,6 +476,7 @@ class SAM:
             raise unknown_keyword("predict", next(iter(everything_kwargs)), list(PREDICT_ARGS))
         self.to(device)
         precision = resolve_dtype(dtype, half, self.device)
+        _enable_compile(self.model, compile)
         generator = self._everything(everything_kwargs, precision, verbose) if everything else None
         size = check_imgsz(self.model, imgsz)
         apply_imgsz(self.model, size)

@@ -28,6 +28,7 @@ from .sam import (
     DEFAULT_MODEL,
     RunReport,
     RunWriter,
+    _enable_compile,
     _Timer,
     apply_imgsz,
     check_common,
@@ -141,6 +142,7 @@ class SAM2VideoPredictor:
         self._set_model(self.args["model"] or DEFAULT_MODEL)
         self._apply_switches(self.args)
         self.video_predictor.dtype = resolve_dtype(self.args["dtype"], self.args["half"], self.device)
+        _enable_compile(self.model, self.args["compile"])
         self.inference_state: Any = None
         self.save_dir: Path | None = None
         self._last_source: Any = None
@@ -244,6 +246,7 @@ class SAM2VideoPredictor:
                               "masks. To segment everything in every frame use SAM(model)(source) instead")
         self.model.to(select_device(args["device"], self.device))
         self.video_predictor.dtype = resolve_dtype(args["dtype"], args["half"], self.device)
+        _enable_compile(self.model, args["compile"])
         size = check_imgsz(self.model, args["imgsz"])
         apply_imgsz(self.model, size)
         if source is None:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import MLP, attention, cpu_bf16_twin, run_twin
+from .common import MLP, attention, compiled_call, cpu_bf16_twin, run_twin
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -136,6 +136,8 @@ class Hiera(nn.Module):
     """Hiera trunk. forward((B, 3, S, S)) -> 4 feature maps, highest resolution first:
     (B, C, S/4, S/4), (B, 2C, S/8, S/8), (B, 4C, S/16, S/16), (B, 8C, S/32, S/32)."""
 
+    COMPILABLE = (torch.float32,)  # common.enable_compile: float32 only (see there)
+
     def __init__(self, embed_dim: int = 96, num_heads: int = 1, stages: tuple[int, ...] = (2, 3, 16, 3),
                  global_att_blocks: tuple[int, ...] = (12, 16, 20), window_spec: tuple[int, ...] = (8, 4, 14, 7),
                  window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14), q_pool: int = 3,
@@ -174,6 +176,9 @@ class Hiera(nn.Module):
         twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
         if twin is not None:
             return run_twin(twin, x)
+        return compiled_call(self, Hiera._forward, self, x)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
         x = x + self._pos_embed(x.shape[1], x.shape[2])
         outputs = []

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .common import MLP, LayerNorm2d, cpu_bf16_twin
+from .common import MLP, LayerNorm2d, compiled_call, cpu_bf16_twin
 from .transformer import TwoWayTransformer
 
 # prompts per decoder call on a CPU: this many image-token elements in total (4 prompts at 1024 px)
@@ -30,6 +30,8 @@ class DecoderOutput:
 class MaskDecoder(nn.Module):
     """SAM / SAM 2 mask decoder. The SAM 2 additions (high-resolution skip features, object-score head,
     dynamic multimask selection by stability, sigmoid IoU) are switched by flags."""
+
+    COMPILABLE = (torch.float32, torch.bfloat16)  # common.enable_compile may compile the upscaling
 
     def __init__(self, transformer_dim: int, transformer: TwoWayTransformer, num_multimask_outputs: int = 3,
                  iou_head_depth: int = 3, iou_head_hidden_dim: int = 256, use_high_res_features: bool = False,
@@ -148,11 +150,12 @@ class MaskDecoder(nn.Module):
         if twin is not None:
             # CPU bfloat16 inference: the memory-bound upscaling on bfloat16 maps, logits back in float32
             with torch.autocast("cpu", enabled=False):
-                masks = self._upscale_bands(twin, src.to(torch.bfloat16), hyper_in.to(torch.bfloat16),
-                                            None if feat_s0 is None else feat_s0.to(torch.bfloat16),
-                                            None if feat_s1 is None else feat_s1.to(torch.bfloat16))
+                masks = compiled_call(self, MaskDecoder._upscale_bands, twin, src.to(torch.bfloat16),
+                                      hyper_in.to(torch.bfloat16),
+                                      None if feat_s0 is None else feat_s0.to(torch.bfloat16),
+                                      None if feat_s1 is None else feat_s1.to(torch.bfloat16))
             return masks.to(hyper_in.dtype)
-        return self._upscale_bands(upscaling, src, hyper_in, feat_s0, feat_s1)
+        return compiled_call(self, MaskDecoder._upscale_bands, upscaling, src, hyper_in, feat_s0, feat_s1)
 
     @staticmethod
     def _upscale_bands(upscaling: nn.Sequential, src: torch.Tensor, hyper_in: torch.Tensor,

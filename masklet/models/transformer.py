@@ -6,8 +6,11 @@ from typing import Type
 import torch
 import torch.nn as nn
 
-from .common import MLP, MLPBlock, attention, cpu_bf16_twin, run_twin
+from .common import MLP, MLPBlock, attention, compiled_call, cpu_bf16_twin, run_twin
 from .position_encoding import apply_rope, axial_rope_tables
+
+# RoPEAttention: the value projection after the attention where that is narrower (switch for bench/levers.py)
+LATE_VALUE_PROJECTION = True
 
 
 class Attention(nn.Module):
@@ -68,7 +71,13 @@ class RoPEAttention(Attention):
         return self._tables[key]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        # Memory cross-attention: values come from 64-channel memories and are projected to 256. A softmax row
+        # sums to 1, so softmax(.) (m Wv^T + bv) = (softmax(.) m) Wv^T + bv: attending over the memories
+        # themselves and projecting after is the same product with a 4x narrower second matrix product
+        # (one head; the attention over 7 memory frames is most of a video frame).
+        late_v = LATE_VALUE_PROJECTION and self.num_heads == 1 and v.shape[-1] < self.internal_dim
+        q, k = self._heads(self.q_proj(q)), self._heads(self.k_proj(k))
+        v = v.unsqueeze(1) if late_v else self._heads(self.v_proj(v))
         cos, sin = self._rope(q.shape[-2], q.device)
         q = apply_rope(q, cos, sin)
         num_k_rope = k.shape[-2] - num_k_exclude_rope
@@ -82,7 +91,8 @@ class RoPEAttention(Attention):
             else:
                 cos_k, sin_k = cos, sin
             k = torch.cat([apply_rope(k_rope, cos_k, sin_k), k[:, :, num_k_rope:]], dim=2)
-        return self.out_proj(self._merge(attention(q, k, v)))
+        out = self._merge(attention(q, k, v))
+        return self.out_proj(self.v_proj(out) if late_v else out)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -125,6 +135,8 @@ class TwoWayTransformer(nn.Module):
     prompt-dependent only after the first image-to-token attention.
     """
 
+    COMPILABLE = (torch.float32, torch.bfloat16)  # common.enable_compile may compile it
+
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
                  activation: Type[nn.Module] = nn.ReLU, attention_downsample_rate: int = 2,
                  sam1_mlp_names: bool = False) -> None:
@@ -141,6 +153,10 @@ class TwoWayTransformer(nn.Module):
         twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
         if twin is not None:
             return run_twin(twin, image, image_pe, tokens)
+        return compiled_call(self, TwoWayTransformer._forward, self, image, image_pe, tokens)
+
+    def _forward(self, image: torch.Tensor, image_pe: torch.Tensor,
+                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image = image.flatten(2).permute(0, 2, 1)
         image_pe = image_pe.flatten(2).permute(0, 2, 1)
         queries, keys = tokens, image

@@ -95,6 +95,7 @@ class AutomaticMaskGenerator:
     instead of screening at low resolution (same results, slower; for checking). dtype: "bfloat16" / "float16"
     run the image encoder under autocast (as `ImagePredictor(dtype=...)`); "bfloat16" also runs the decoder's
     transformer and upscaling in bfloat16 (prompt encoder and IoU / hypernetwork heads stay float32).
+    compile=True: torch.compile the decoder (and the float32 image trunk), see `ImagePredictor`.
 
     `generate(image)` returns a list of dicts with keys segmentation, area, bbox (XYWH), predicted_iou,
     point_coords ([[x, y]]), stability_score and crop_box (XYWH), in the official order. After a call,
@@ -113,7 +114,7 @@ class AutomaticMaskGenerator:
                  crop_n_points_downscale_factor: int = 1, point_grids: list[np.ndarray] | None = None,
                  min_mask_region_area: int = 0, output_mode: str = "binary_mask", use_m2m: bool = False,
                  multimask_output: bool = True, *, progress: bool = False, fill_small_regions: bool = False,
-                 fast: bool = True, dtype: str | torch.dtype | None = None) -> None:
+                 fast: bool = True, dtype: str | torch.dtype | None = None, compile: bool = False) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("exactly one of points_per_side and point_grids must be given (got "
                              f"points_per_side={points_per_side!r} and point_grids "
@@ -167,7 +168,7 @@ class AutomaticMaskGenerator:
                           "generator removes small regions with a CUDA extension and skips the step without it, "
                           "so by default masklet reproduces its CPU results", UserWarning, stacklevel=2)
         self.model = model
-        self.predictor = ImagePredictor(model, mask_threshold=mask_threshold, dtype=dtype)
+        self.predictor = ImagePredictor(model, mask_threshold=mask_threshold, dtype=dtype, compile=compile)
         self.decoder_dtype = torch.bfloat16 if self.predictor.dtype == torch.bfloat16 else torch.float32
         self.points_per_batch = int(points_per_batch)
         self.pred_iou_thresh = float(pred_iou_thresh)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
+from ..models.common import enable_compile
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
 from . import memory_bank
@@ -64,7 +65,8 @@ class VideoPredictor(VideoObjects):
     too). feature_cache: how many frames' image features are kept. batch_objects: track objects whose
     memories line up in one batch per frame (same results as one at a time); None = on CUDA only, since on a
     CPU the work is the same per object and one at a time measured slightly faster. dtype: "bfloat16" /
-    "float16" run the image encoder and memory attention under autocast.
+    "float16" run the image encoder and memory attention under autocast. compile: torch.compile the
+    decoder and (float32) image trunk, see `ImagePredictor`.
 
     The official predictor's switches, with its defaults (sam2/sam2_video_predictor.py):
     add_all_frames_to_correct_as_cond: a correction (prompt on a frame already tracked) becomes a conditioning
@@ -86,11 +88,15 @@ class VideoPredictor(VideoObjects):
                  batch_objects: bool | None = None, dtype: str | torch.dtype | None = None,
                  add_all_frames_to_correct_as_cond: bool = False, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False,
-                 clear_non_cond_mem_for_multi_obj: bool = False) -> None:
+                 clear_non_cond_mem_for_multi_obj: bool = False, compile: bool = False) -> None:
         if getattr(model, "family", None) != "sam2":
             raise ValueError(f"video tracking needs a SAM 2 / SAM 2.1 model (memory attention); "
                              f"{getattr(model, 'family', type(model).__name__)} models have no memory. "
                              "Use sam2_t/s/b/l.pt or sam2.1_t/s/b/l.pt")
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be True or False, got {compile!r}")
+        if compile:
+            enable_compile(model)
         self.model = model
         self.fill_hole_area = fill_hole_area
         self.feature_cache_size = max(1, feature_cache)
