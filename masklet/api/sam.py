@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.common import enable_compile
+from ..models.common import apply_compile_option
 from ..models.hub import select_device
 from ..predictors.precision import precision_summary, resolve_dtype
 from ..predictors.prompts import Prompts, to_model_frame
@@ -357,14 +357,6 @@ def load_sam_model(model: str | Path | nn.Module, device: Any = None) -> tuple[n
     return get_model(model, device)
 
 
-def _enable_compile(model: nn.Module, compile: Any) -> None:
-    """compile=True: torch.compile the model's decoder and float32 trunk (ValueError for anything but a bool)."""
-    if not isinstance(compile, bool):
-        raise ValueError(f"compile must be True or False, got {compile!r}")
-    if compile:
-        enable_compile(model)
-
-
 # ---------------------------------------------------------------------------------------------- SAM
 class SAM:
     """A SAM 2 / SAM 2.1 / SAM / MobileSAM model with the Ultralytics calling convention.
@@ -476,7 +468,7 @@ class SAM:
             raise unknown_keyword("predict", next(iter(everything_kwargs)), list(PREDICT_ARGS))
         self.to(device)
         precision = resolve_dtype(dtype, half, self.device)
-        _enable_compile(self.model, compile)
+        apply_compile_option(self.model, compile)
         generator = self._everything(everything_kwargs, precision, verbose) if everything else None
         size = check_imgsz(self.model, imgsz)
         apply_imgsz(self.model, size)

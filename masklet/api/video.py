@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.common import apply_compile_option
 from ..predictors.precision import resolve_dtype
 from . import PREDICT_ARGS, TRACK_SWITCHES
 from .prompts import PromptError, check_prompts_inside, normalize_prompts
@@ -28,7 +29,6 @@ from .sam import (
     DEFAULT_MODEL,
     RunReport,
     RunWriter,
-    _enable_compile,
     _Timer,
     apply_imgsz,
     check_common,
@@ -142,7 +142,7 @@ class SAM2VideoPredictor:
         self._set_model(self.args["model"] or DEFAULT_MODEL)
         self._apply_switches(self.args)
         self.video_predictor.dtype = resolve_dtype(self.args["dtype"], self.args["half"], self.device)
-        _enable_compile(self.model, self.args["compile"])
+        apply_compile_option(self.model, self.args["compile"])
         self.inference_state: Any = None
         self.save_dir: Path | None = None
         self._last_source: Any = None
@@ -246,7 +246,7 @@ class SAM2VideoPredictor:
                               "masks. To segment everything in every frame use SAM(model)(source) instead")
         self.model.to(select_device(args["device"], self.device))
         self.video_predictor.dtype = resolve_dtype(args["dtype"], args["half"], self.device)
-        _enable_compile(self.model, args["compile"])
+        apply_compile_option(self.model, args["compile"])
         size = check_imgsz(self.model, args["imgsz"])
         apply_imgsz(self.model, size)
         if source is None:

@@ -233,3 +233,12 @@ def enable_compile(model: nn.Module, on: bool = True) -> list[str]:
             module.__dict__[COMPILE_ATTR] = bool(on)
             marked.append(name)
     return marked
+
+
+def apply_compile_option(model: nn.Module, compile: Any) -> None:
+    """The `compile=` option of the predictors and the API: True marks `model` with `enable_compile` (it stays
+    marked for later predictors); False leaves it as it is. ValueError for anything but a bool."""
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+    if compile:
+        enable_compile(model)

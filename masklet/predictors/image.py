@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.preprocess import InputSpec, preprocess, resized_hw
-from ..models.common import enable_compile
+from ..models.common import apply_compile_option
 from .image_state import ImageState, PredictorStateError  # noqa: F401 - re-exported: it was defined here
 from .precision import autocast, resolve_dtype
 from .prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts, to_model_frame
@@ -72,10 +72,7 @@ class ImagePredictor(ImageState):
         compile: torch.compile the model's decoder and (float32) image trunk (`models.common.enable_compile`):
         faster from the second call on, the first call of each input shape compiles for about a minute on a
         CPU; the model stays compiled for later predictors."""
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be True or False, got {compile!r}")
-        if compile:
-            enable_compile(model)
+        apply_compile_option(model, compile)
         self.model = model
         self.mask_threshold = mask_threshold
         self.dtype = resolve_dtype(dtype)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
-from ..models.common import enable_compile
+from ..models.common import apply_compile_option
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
 from . import memory_bank
@@ -93,10 +93,7 @@ class VideoPredictor(VideoObjects):
             raise ValueError(f"video tracking needs a SAM 2 / SAM 2.1 model (memory attention); "
                              f"{getattr(model, 'family', type(model).__name__)} models have no memory. "
                              "Use sam2_t/s/b/l.pt or sam2.1_t/s/b/l.pt")
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be True or False, got {compile!r}")
-        if compile:
-            enable_compile(model)
+        apply_compile_option(model, compile)
         self.model = model
         self.fill_hole_area = fill_hole_area
         self.feature_cache_size = max(1, feature_cache)
