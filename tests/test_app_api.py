@@ -491,3 +491,20 @@ def test_cli_app_mode(capsys, tmp_path):
     assert "Did you mean 'port'?" in capsys.readouterr().err
     assert main(["app", f"source={tmp_path / 'nope'}"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_frames_ahead_are_encoded_while_idle(media_root, model, tmp_path):
+    """The idle prefetch encodes the frames just ahead of the scrubber into the predictor's feature cache, within
+    its size (so a click there only decodes)."""
+    from masklet.app.session import FEATURES_AHEAD
+
+    c, a = make_client(media_root, model, tmp_path / "project")
+    try:
+        ok(c.post("/api/open", json={"path": "clip.mp4"}))
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(a.is_prefetched(t) for t in range(FEATURES_AHEAD)):
+            time.sleep(0.2)
+        assert all(a.is_prefetched(t) for t in range(FEATURES_AHEAD))
+        assert len(a.video_state.feature_cache) <= a.video_predictor.feature_cache_size
+    finally:
+        a.close()

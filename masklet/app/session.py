@@ -585,9 +585,7 @@ class Annotator:
             shadow.feature_cache.clear()
             with self.lock:
                 if self.video_state is state and todo[0] not in state.feature_cache:
-                    state.feature_cache[todo[0]] = features
-                    while len(state.feature_cache) > self.video_predictor.feature_cache_size:
-                        state.feature_cache.popitem(last=False)
+                    self.video_predictor._cache_features(state, todo[0], features)
 
     def is_prefetched(self, t: int) -> bool:
         return self.video_state is not None and t in self.video_state.feature_cache

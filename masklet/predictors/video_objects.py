@@ -142,10 +142,15 @@ class VideoObjects:
             cache.move_to_end(frame_idx)
             return cache[frame_idx]
         features = self._encode_frame(state, frame_idx)
+        self._cache_features(state, frame_idx, features)
+        return features
+
+    def _cache_features(self, state: Any, frame_idx: int, features: Any) -> None:
+        """Keep a frame's features, evicting the least recently used beyond `feature_cache_size`."""
+        cache = state.feature_cache
         cache[frame_idx] = features
         while len(cache) > self.feature_cache_size:
             cache.popitem(last=False)
-        return features
 
     def _check_frame(self, state: Any, frame_idx: int) -> int:
         if not isinstance(frame_idx, (int, np.integer)):
