@@ -158,6 +158,24 @@ def test_video_forward_steps_and_corrected_frames_condition_the_rest():
     assert torch.equal(first > 0, gt[0][:, None])  # the GT mask is taken as the output
 
 
+def test_training_after_inference_on_the_same_model():
+    """Validating (or predicting) first fills the position tables under inference_mode; training the same model
+    afterwards must still back-propagate through them (it failed with "Inference tensors cannot be saved")."""
+    torch.manual_seed(0)
+    model = build_model("sam2_test")
+    model.set_image_size(128)
+    gt = torch.zeros(2, 1, 128, 128, dtype=torch.bool)
+    gt[:, 0, 30:80, 40:90] = True
+    images = torch.randn(2, 3, 128, 128)
+    plan = ClipPlan(2, False, [0], [])
+    with torch.inference_mode():
+        video_forward(model.eval(), model.encode_image(images), gt, PromptRecipe(), None, plan)
+    model.train()
+    outs = video_forward(model, model.encode_image(images), gt, PromptRecipe(), None, plan)
+    SAM2Loss()(outs, gt)["core_loss"].backward()
+    assert model.memory_attention.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------------------------------------- data
 def _shapes_image(rng, h=72, w=96):
     img = (rng.random((h, w, 3)) * 50).astype(np.uint8)

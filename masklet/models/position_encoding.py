@@ -40,7 +40,8 @@ class PositionEmbeddingSine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = (x.shape[-2], x.shape[-1], x.device)
         if key not in self._cache:
-            self._cache[key] = self._encode(x.shape[-2], x.shape[-1], x.device)
+            with torch.inference_mode(False):  # a normal tensor, usable later in training (see RoPEAttention)
+                self._cache[key] = self._encode(x.shape[-2], x.shape[-1], x.device)
         return self._cache[key][None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
 
 

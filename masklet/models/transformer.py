@@ -66,8 +66,11 @@ class RoPEAttention(Attention):
             side = int(round(n ** 0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square grid of queries, got {n} tokens")
-            self._tables[key] = axial_rope_tables(self.internal_dim // self.num_heads, side, side,
-                                                  self.rope_theta, device)
+            # built outside inference mode: a table first made under a predictor's or `val`'s inference_mode
+            # would otherwise make later training of the same model fail ("Inference tensors cannot be saved")
+            with torch.inference_mode(False), torch.no_grad():
+                self._tables[key] = axial_rope_tables(self.internal_dim // self.num_heads, side, side,
+                                                      self.rope_theta, device)
         return self._tables[key]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
