@@ -86,3 +86,33 @@ def test_video_memory(runs):
     for name, entry in one_pass.items():
         assert "error" not in entry and entry["one_pass_calls"] and all(entry["one_pass_calls"]), (name, entry)
         assert entry["frames_tracked"] == 5 and {"rss_mb_at_end", "state_mb_growth", "passed"} <= set(entry)
+
+
+def _run_alone(script: str, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *COMMON, *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-3000:]}"
+    result = json.loads(proc.stdout)
+    assert {"cpu_capability", "cpu_flags", "torch_threads"} <= set(result["machine"])
+    return result
+
+
+def test_int8_bench_times_quantized_chains():
+    result = _run_alone("int8.py", "--parts", "decoder", "--repeats", "1", "--no-accuracy")
+    row = result["parts"]["decoder"]
+    assert "int8" in row["paths"] and "float32" in row["paths"], row["paths"].keys()
+    assert all(v > 0 for v in row["speedup_vs_float32_cpu_time"].values())
+
+
+def test_compiled_bench_compares_eager_and_inductor():
+    result = _run_alone("compiled.py", "--parts", "decoder", "--dtypes", "float32", "--repeats", "1")
+    ((key, row),) = result["parts"].items()
+    assert "compile_error" not in row, row.get("compile_error")
+    assert row["compile"]["wall_s"] > 0 and row["compiled_speedup_cpu_time"]["compiled"] > 0
+    assert row["max_rel_diff"] < 1e-3, (key, row["max_rel_diff"])  # inductor computes the same chain
+
+
+def test_versus_bench_against_itself():
+    data_file("videos/bedroom.mp4")
+    result = _run_alone("versus.py", "--base", "masklet", "--parts", "decoder", "--frames", "2", "--repeats", "1")
+    assert set(result["parts"]["decoder"]["paths"]) == {"masklet", "this tree"}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ SAM2_VARIANTS["sam2_test"] = SAM2Config(
     name="sam2_test", embed_dim=16, num_heads=1, stages=(1, 1, 2, 1), global_att_blocks=(3,), window_spec=(8, 4, 4, 2),
     window_pos_embed_bkg_spatial_size=(4, 4), image_size=256, d_model=32, mem_dim=16, memory_layers=2,
     memory_ffn_dim=64, decoder_mlp_dim=64, decoder_heads=2)
+# sam2_test at d_model 64 (8 channels in the decoder's upscaled mask embedding instead of 4) and a 128 px input:
+# the smallest width that learned the synthetic shapes task of bench/train_synthetic.py from random weights
+# (issue 16); tests/assets/sam2_test_wide_synthetic.pt holds those trained weights.
+SAM2_VARIANTS["sam2_test_wide"] = replace(SAM2_VARIANTS["sam2_test"], name="sam2_test_wide", image_size=128, d_model=64,
+                                          decoder_mlp_dim=128, memory_ffn_dim=128)
 
 ALIASES = {
     "sam2_t": "sam2_hiera_t", "sam2_s": "sam2_hiera_s", "sam2_b": "sam2_hiera_b+", "sam2_l": "sam2_hiera_l",

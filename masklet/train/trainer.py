@@ -58,6 +58,7 @@ TRAIN_KEYS: dict[str, tuple[Any, str]] = {
     "num_frames": (8, "video: frames per training clip"),
     "max_objects": (3, "objects per image or clip"),
     "corrections": (7, "correction clicks per corrected frame"),
+    "prob_box": (0.5, "chance that a click input is a noisy box rather than one point (official 0.5)"),
     "amp": (True, "bfloat16 autocast on CUDA and on CPUs with bf16 instructions"),
     "device": (None, "cpu, cuda, cuda:N or N (default: the GPU of this rank if any, else cpu)"),
     "workers": (0, "DataLoader worker processes"),
@@ -170,6 +171,9 @@ class Trainer:
         for key in ("epochs", "batch", "accumulate", "num_frames", "max_objects"):
             if not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
+        prob_box = args["prob_box"]
+        if isinstance(prob_box, bool) or not isinstance(prob_box, (int, float)) or not 0 <= prob_box <= 1:
+            raise ValueError(f"prob_box must be a probability between 0 and 1, got {prob_box!r}")
         self.args = args
 
     # ------------------------------------------------------------------ setup
@@ -217,7 +221,7 @@ class Trainer:
             p.requires_grad_(trainable)
         self.net = net
         encoder_frozen = not any(p.requires_grad for p in net.image_encoder.parameters())
-        recipe = PromptRecipe(corrections=int(a["corrections"]))
+        recipe = PromptRecipe(corrections=int(a["corrections"]), prob_box=float(a["prob_box"]))
         self.step_module: nn.Module = TrainStep(net, self.mode, recipe, encoder_frozen)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
