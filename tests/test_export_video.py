@@ -113,3 +113,30 @@ def test_memory_bank_plans_by_hand():
     assert list(memory_bank.propagation_order(3, None, 10, False)) == list(range(3, 10))
     assert list(memory_bank.propagation_order(3, 2, 10, True)) == [3, 2, 1]
     assert list(memory_bank.propagation_order(0, None, 10, True)) == []
+
+
+def test_onnx_video_predictor_never_imports_torch(tmp_path):
+    """OnnxVideoPredictor (init, a click, propagation) in a fresh process that never loads torch: the video path
+    of the [export] deployment needs only numpy and onnxruntime."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = masklet.export(model=tiny_sam2(), imgsz=256, project=str(tmp_path), progress=False)
+    code = (
+        "import sys, numpy as np\n"
+        "from masklet.onnx import OnnxVideoPredictor\n"
+        f"p = OnnxVideoPredictor({str(folder)!r})\n"
+        "rng = np.random.default_rng(0)\n"
+        "frames = [rng.integers(0, 255, (90, 120, 3), dtype=np.uint8) for _ in range(3)]\n"
+        "state = p.init_state(frames)\n"
+        "_, ids, m = p.add_new_points_or_box(state, 0, 1, points=[[60, 45]], labels=[1])\n"
+        "seen = [f for f, _, _ in p.propagate_in_video(state, progress=False)]\n"
+        "assert list(ids) == [1] and m.shape == (1, 1, 90, 120) and seen == [0, 1, 2], (ids, m.shape, seen)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
