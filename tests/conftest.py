@@ -28,6 +28,19 @@ def data_file(name: str) -> Path:
     return path
 
 
+def run_bench_script(script: str, *args: str, timeout: int = 600) -> dict:
+    """Run bench/<script> with `args` in a fresh process from the repository root; it must exit 0 and print
+    exactly one JSON object on stdout, which is returned."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout)
+
+
 _CACHE: dict = {}
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, data_file
+from conftest import ROOT, data_file, run_bench_script
 
 # one thread: on a busy shared CPU, OpenMP threads waiting on each other make tiny models 10x slower
 COMMON = ["--quick", "--model", "sam2_test", "--device", "cpu", "--threads", "1"]
@@ -89,10 +89,7 @@ def test_video_memory(runs):
 
 
 def _run_alone(script: str, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *COMMON, *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-3000:]}"
-    result = json.loads(proc.stdout)
+    result = run_bench_script(script, *COMMON, *extra)
     assert {"cpu_capability", "cpu_flags", "torch_threads"} <= set(result["machine"])
     return result
 

@@ -1,11 +1,7 @@
 """Smoke test of bench/export.py: --quick on the tiny test variant prints one JSON object with the timings the
 issue asks for (numbers are not checked: they depend on the machine)."""
-import json
-import subprocess
-import sys
-
 import pytest
-from conftest import ROOT, data_file
+from conftest import data_file, run_bench_script
 
 pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
 
@@ -13,11 +9,8 @@ pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
 def test_export_bench_quick():
     data_file("images/truck.jpg")
     data_file("videos/bedroom_frames/00000.jpg")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "export.py"), "--quick", "--model", "sam2_test",
-                           "--device", "cpu", "--threads", "1", "--imgsz", "128", "--frames", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)
+    result = run_bench_script("export.py", "--quick", "--model", "sam2_test", "--device", "cpu", "--threads", "1",
+                              "--imgsz", "128", "--frames", "2", timeout=900)
     for backend in ("torch", "onnx_fp32", "onnx_int8"):
         assert result["image"][backend]["encode_s"]["n"] == 2 and result["image"][backend]["decode_point_ms"] > 0
         assert result["video"][f"{backend}_1obj"]["s_per_frame"]["n"] == 1

@@ -327,15 +327,9 @@ def test_loss_falls_over_a_few_steps():
 
 def test_click_probe_bench_prints_a_curve():
     """bench/train_click_probe.py (the identical-discs test of click localisation) runs and prints its JSON."""
-    import subprocess
-    import sys
+    from conftest import run_bench_script
 
-    from conftest import ROOT
-
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_click_probe.py"), "--steps", "6", "--every",
-                           "3", "--batch", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = run_bench_script("train_click_probe.py", "--steps", "6", "--every", "3", "--batch", "2", timeout=300)
     assert result["benchmark"] == "train_click_probe" and [row["step"] for row in result["curve"]] == [3, 6]
     assert all(0.0 <= row["best_of_3_iou"] <= 1.0 for row in result["curve"])
     assert {"cpu_capability", "cpu_flags", "torch_threads"} <= set(result["machine"])
@@ -344,18 +338,12 @@ def test_click_probe_bench_prints_a_curve():
 def test_synthetic_training_bench_runs_both_phases(tmp_path):
     """bench/train_synthetic.py at toy sizes: generates the data, trains the image then the video phase and
     prints the held-out scores and timings as JSON (the full run is the issue's proof that training learns)."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT, data_file
+    from conftest import data_file, run_bench_script
 
     data_file("images")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_synthetic.py"), "--out", str(tmp_path / "run"),
-                           "--train-images", "8", "--val-images", "3", "--train-clips", "2", "--val-clips", "1",
-                           "--image-epochs", "1", "--video-epochs", "1", "--batch", "4", "--threads", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
+    result = run_bench_script("train_synthetic.py", "--out", str(tmp_path / "run"), "--train-images", "8",
+                              "--val-images", "3", "--train-clips", "2", "--val-clips", "1", "--image-epochs", "1",
+                              "--video-epochs", "1", "--batch", "4", "--threads", "1")
     assert result["model"] == "sam2_test_wide" and result["corrections"] == 0
     assert 0.0 <= result["mIoU@1"] <= 1.0 and 0.0 <= result["J&F"] <= 1.0
     assert set(result["minutes"]) == {"data", "image_training", "video_training", "evaluation", "total"}
