@@ -80,22 +80,22 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     print(f"data: {t_data:.0f} s", file=sys.stderr)
 
-    common = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
-                  warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=False, seed=opts.seed,
-                  project=str(out), verbose=True)
+    train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
+                          warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=False,
+                      seed=opts.seed, project=str(out), verbose=True)
     torch.manual_seed(opts.seed)  # the random initialisation
     t1 = time.perf_counter()
     # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them
     with contextlib.redirect_stdout(sys.stderr):  # trainer lines to stderr: stdout is the JSON alone
         image_run = masklet.train(model=opts.model, data=str(data / "train_images"), epochs=opts.image_epochs,
                                   batch=opts.batch, max_objects=3, val=str(data / "val_images"), val_samples=30,
-                                  name="image", **common)
+                                  name="image", **train_args)
         t_image = time.perf_counter() - t1
         t2 = time.perf_counter()
         video_run = masklet.train(model=str(image_run["last"]), data=str(data / "train_clips"),
                                   epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
                                   name="video", batch=1, num_frames=8, max_objects=2,
-                                  freeze=opts.video_freeze or None, **common)
+                                  freeze=opts.video_freeze or None, **train_args)
     t_video = time.perf_counter() - t2
 
     model = masklet.load_model(video_run["last"])
