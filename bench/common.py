@@ -332,9 +332,9 @@ class Compiler:
             self.info["used"] = bool(self.info["components"])
 
     @property
-    def originals(self) -> dict[str, Any]:
-        """The compiled components (empty when not compiling): truthy when warm-ups must cover every shape."""
-        return self.info["components"] if self.info["used"] else {}
+    def compiling(self) -> bool:
+        """Whether any component is marked for compiling (then warm-ups must cover every input shape)."""
+        return bool(self.info["used"])
 
     def guard(self, fn: Callable[[], Any]) -> Any:
         """fn() once (the compiling call), its process CPU seconds recorded in the JSON."""

@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, result = common.load_run_model("video", args, device, sam2_only=True, imgsz=args.imgsz)
     result["video"] = video
     compiler = common.Compiler(model, args.compile)
-    if args.warmup_frames or compiler.originals:
-        if compiler.originals:
+    if args.warmup_frames or compiler.compiling:
+        if compiler.compiling:
             # compiled code is specialised to shapes: the memory count grows over the first frames and the
             # batch is the object count, so warm up on every shape the timed runs will see
             warm, counts = argparse.Namespace(**{**vars(args), "skip": 0}), args.objects
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def warmup() -> None:
             for count in counts:
                 run = track(model, video, count, True, warm, device)
-                if "error" in run and compiler.originals:
+                if "error" in run and compiler.compiling:
                     raise RuntimeError(run["error"])  # lets the compile guard fall back to eager
 
         compiler.guard(warmup)

@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _raise_on_error(part: dict[str, Any], compiler: common.Compiler) -> dict[str, Any]:
     # with compiled modules an error may be a compile failure: raise it so the guard retries eagerly
-    if "error" in part and compiler.originals:
+    if "error" in part and compiler.compiling:
         raise RuntimeError(part["error"])
     return part
 
