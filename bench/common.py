@@ -201,16 +201,32 @@ def _random_weights_module() -> Any | None:
     return module
 
 
+def _manifest_entries(variant: str, keys: set[str]) -> list[list[Any]] | None:
+    """The reference manifest's [key, shape, dtype] entries of `variant` (variants.json / sam1_variants.json), in
+    the manifest's order, when it lists exactly `keys`; None otherwise (e.g. the test variants)."""
+    for name in ("variants.json", "sam1_variants.json"):
+        path = reference_dir() / name
+        if path.exists():
+            entries = json.loads(path.read_text()).get(variant, {}).get("state_dict")
+            if entries and {e[0] for e in entries} == keys:
+                return entries
+    return None
+
+
 def random_model(variant: str, seed: int) -> tuple[nn.Module, str]:
     """A model of `variant` with random weights drawn like the reference fixtures' (fan-in scaled normals, the
-    object-score bias raised so video objects stay present and tracking exercises the memory path)."""
+    object-score bias raised so video objects stay present and tracking exercises the memory path). Entries are
+    drawn in the reference manifest's key order where it lists the variant, so `random_model("sam2.1_hiera_t",
+    21)` is the fixtures' sam2.1_hiera_t_random.pt bit for bit (masklet's own key order draws other values)."""
     from masklet.models.build import build_model
 
     model = build_model(variant)
     module = _random_weights_module()
     if module is None:
         return model, "random (PyTorch default init; random_weights.py not found)"
-    entries = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()]
+    state_dict = model.state_dict()
+    entries = _manifest_entries(variant, set(state_dict)) or [
+        [k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state_dict.items()]
     state = module.build(entries, seed, 3.0)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     del state

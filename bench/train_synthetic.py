@@ -57,6 +57,9 @@ def main() -> None:
                         help="parts the video phase leaves as the image phase trained them ('' trains everything)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the trainer's, a GPU if any)")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 autocast while training (off: the proof run is float32, reproducible)")
     opts = parser.parse_args()
 
     import masklet
@@ -81,8 +84,8 @@ def main() -> None:
     print(f"data: {t_data:.0f} s", file=sys.stderr)
 
     train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
-                          warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=False,
-                      seed=opts.seed, project=str(out), verbose=True)
+                      warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=opts.amp,
+                      device=opts.device, seed=opts.seed, project=str(out), verbose=True)
     torch.manual_seed(opts.seed)  # the random initialisation
     t1 = time.perf_counter()
     # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them
@@ -114,7 +117,8 @@ def main() -> None:
     result = {
         "bench": "train_synthetic", "model": model.config.name,
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "imgsz": opts.imgsz, "threads": opts.threads, "seed": opts.seed,
+        "imgsz": opts.imgsz, "threads": opts.threads, "seed": opts.seed, "amp": opts.amp,
+        "device": opts.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # the trainer's default
         "train_images": opts.train_images, "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections, "prob_box": opts.prob_box,
         "batch": opts.batch, "video_freeze": opts.video_freeze,

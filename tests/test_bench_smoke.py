@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, data_file, run_bench_script
 
 # one thread: on a busy shared CPU, OpenMP threads waiting on each other make tiny models 10x slower
@@ -113,3 +114,29 @@ def test_versus_bench_against_itself():
     data_file("videos/bedroom.mp4")
     result = _run_alone("versus.py", "--base", "masklet", "--parts", "decoder", "--frames", "2", "--repeats", "1")
     assert set(result["parts"]["decoder"]["paths"]) == {"masklet", "this tree"}
+
+
+def test_bench_random_weights_are_the_fixtures():
+    """The benches' random weights of sam2.1_hiera_t, seed 21, are the reference fixtures' checkpoint bit for
+    bit: drawn in the manifest's key order (masklet's own state_dict order drew other decoder weights, and
+    bench/gpu.py then compared the official outputs with another model's)."""
+    from conftest import reference_state_dict
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    expected = reference_state_dict()
+    model, how = common.random_model("sam2.1_hiera_t", 21)
+    got = model.state_dict()
+    assert "seed 21" in how and set(got) == set(expected)
+    differing = [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert not differing, f"{len(differing)} entries differ, first {differing[:3]}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_gpu_bench_says_it_needs_cuda():
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py")], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode != 0 and "needs a CUDA GPU" in run.stderr
