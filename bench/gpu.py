@@ -10,6 +10,8 @@ section to --out, and one JSON object is printed at the end):
                 and low-res logit differences and the share of mask pixels flipped, against the CPU tests'
                 tolerances (IoU 1e-4, logits 1e-3, 0.01 % of pixels).
   autocast_image  bfloat16 and float16 autocast: each prompt case's masks against float32 (mean and lowest IoU).
+                `bfloat16` runs masklet's bfloat16 copies of the heavy modules (`bf16_twin`), and
+                `bfloat16_plain_autocast` autocast alone, here and in the sections below.
   parity_video  the SAM 2.1 video case script (bedroom frames 0-7) replayed in float32 (TF32 off): pixels
                 flipped per returned mask set; then the same script in bfloat16 against float32 (mask IoU).
   encode        image encoder milliseconds per 1024 px image: float32, TF32, bfloat16 and float16 autocast.
@@ -27,6 +29,7 @@ section to --out, and one JSON object is printed at the end):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -46,6 +49,18 @@ import common
 SECTIONS = ("parity_image", "autocast_image", "parity_video", "encode", "video_fps", "video_profile", "everything",
             "train", "video_compiled")
 AUTOCAST = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@contextlib.contextmanager
+def plain_autocast() -> Any:
+    """bfloat16 through autocast alone: the CUDA bfloat16 twins (`models.common.bf16_twin`) off meanwhile."""
+    from masklet.models import common as model_common
+
+    before, model_common.CUDA_BF16_TWINS = model_common.CUDA_BF16_TWINS, False
+    try:
+        yield
+    finally:
+        model_common.CUDA_BF16_TWINS = before
 
 
 def set_tf32(on: bool) -> None:
@@ -111,17 +126,18 @@ def autocast_image(model: Any, device: torch.device) -> dict[str, Any]:
     ref = torch.load(common.reference_dir() / "sam2.1_hiera_t_image_case.pt", weights_only=False)
     image = read_image(common.data_file("images/truck.jpg"))
     results: dict[str, dict[str, np.ndarray]] = {}
-    for name in ("float32", *AUTOCAST):
-        predictor = ImagePredictor(model, dtype=None if name == "float32" else name)
-        predictor.set_image(image)
-        results[name] = {}
-        for case_name, case in ref["prompts"].items():
-            kwargs = dict(case["kwargs"])
-            if "mask_input" in kwargs:
-                kwargs["mask_input"] = case["mask_input"]
-            results[name][case_name] = predictor.predict(**kwargs)[0]
+    for name in ("float32", *AUTOCAST, "bfloat16_plain_autocast"):
+        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
+            predictor = ImagePredictor(model, dtype=None if name == "float32" else name.split("_")[0])
+            predictor.set_image(image)
+            results[name] = {}
+            for case_name, case in ref["prompts"].items():
+                kwargs = dict(case["kwargs"])
+                if "mask_input" in kwargs:
+                    kwargs["mask_input"] = case["mask_input"]
+                results[name][case_name] = predictor.predict(**kwargs)[0]
     out = {}
-    for name in AUTOCAST:
+    for name in (*AUTOCAST, "bfloat16_plain_autocast"):
         ious = [iou(a, b) for case in results["float32"]
                 for a, b in zip(results["float32"][case].reshape(-1, *image.shape[:2]),
                                 results[name][case].reshape(-1, *image.shape[:2]))]
@@ -161,15 +177,17 @@ def parity_video(model: Any, device: torch.device) -> dict[str, Any]:
     out: dict[str, Any] = {"float32": {"mask_sets": sets, "worst_sampled_logit_diff": worst_logit,
                                        "worst_pixels_flipped": worst_flipped,
                                        "within_cpu_tolerances": worst_logit <= 1e-3 and worst_flipped <= 1e-4}}
-    bf16 = _replay(model, steps, "bfloat16")
-    ious = []
-    for a_out, b_out in zip(exact, bf16):
-        for key in a_out:
-            a = torch.as_tensor(a_out[key][1]).float().cpu().numpy() > 0
-            b = torch.as_tensor(b_out[key][1]).float().cpu().numpy() > 0
-            ious += [iou(x, y) for x, y in zip(a, b)]
-    out["bfloat16"] = {"masks": len(ious), "mean_iou_vs_float32": float(np.mean(ious)),
-                       "lowest_iou": float(np.min(ious))}
+    for name in ("bfloat16", "bfloat16_plain_autocast"):
+        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
+            half = _replay(model, steps, "bfloat16")
+        ious = []
+        for a_out, b_out in zip(exact, half):
+            for key in a_out:
+                a = torch.as_tensor(a_out[key][1]).float().cpu().numpy() > 0
+                b = torch.as_tensor(b_out[key][1]).float().cpu().numpy() > 0
+                ious += [iou(x, y) for x, y in zip(a, b)]
+        out[name] = {"masks": len(ious), "mean_iou_vs_float32": float(np.mean(ious)),
+                     "lowest_iou": float(np.min(ious))}
     return out
 
 
@@ -179,15 +197,17 @@ def encode(model: Any, device: torch.device) -> dict[str, Any]:
 
     x = preprocess(read_image(common.data_file("images/truck.jpg")), model.input_spec, device)[None]
     out = {}
-    for name in ("float32", "tf32", *AUTOCAST):
+    for name in ("float32", "tf32", *AUTOCAST, "bfloat16_plain_autocast"):
         set_tf32(name == "tf32")
+        half = AUTOCAST.get(name.split("_")[0])
 
-        def call(name: str = name) -> None:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=AUTOCAST.get(name, torch.float32),
-                                                        enabled=name in AUTOCAST):
+        def call(half: torch.dtype | None = half) -> None:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=half or torch.float32,
+                                                        enabled=half is not None):
                 model.encode_image(x)
 
-        out[name] = {"ms": common.time_call(call, device, warmup=3, repeats=20)["median_s"] * 1e3}
+        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
+            out[name] = {"ms": common.time_call(call, device, warmup=3, repeats=20)["median_s"] * 1e3}
     set_tf32(False)
     return out
 
@@ -217,9 +237,11 @@ def video_fps(model: Any, device: torch.device, frames_wanted: int) -> dict[str,
     frames = _frames(frames_wanted)
     out: dict[str, Any] = {"video": "bedroom.mp4", "frames": len(frames), "size": list(frames[0].shape[:2]),
                            "official_a100_fps": {"eager": 47.2, "compiled": 91.2}}
-    for name in ("float32", "tf32", "bfloat16", "float16"):
+    for name in ("float32", "tf32", "bfloat16", "float16", "bfloat16_plain_autocast"):
         set_tf32(name == "tf32")
-        out[name] = _track(model, frames, name if name in AUTOCAST else None, False, device)
+        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
+            half = None if name in ("float32", "tf32") else name.split("_")[0]
+            out[name] = _track(model, frames, half, False, device)
         common.log(f"[gpu] video {name}: {out[name]['fps']:.1f} FPS")
     set_tf32(False)
     return out

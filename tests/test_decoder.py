@@ -107,7 +107,7 @@ def test_bfloat16_decoder_runs_a_bf16_copy_and_keeps_heads_in_float32(sam2_test)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         _decode(model, features, points, labels, None)
     assert decoder.transformer.__dict__["_bf16_twin"][1] is not twin
-    from masklet.models.common import cpu_bf16_twin
+    from masklet.models.common import bf16_twin
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert cpu_bf16_twin(decoder.transformer) is None  # grad enabled
+        assert bf16_twin(decoder.transformer) is None  # grad enabled

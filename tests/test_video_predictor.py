@@ -50,6 +50,18 @@ def test_object_batching_matches_one_by_one(model, frames):
         assert torch.allclose(batched[f][1], single[f][1], atol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_tracking_runs_on_cpu(model, frames, dtype):
+    """dtype="float16" on a CPU tracked frame 0 and then failed inside torch ("Unexpected floating ScalarType in
+    at::autocast::prioritize": float16 autocast refused the cat of the bfloat16-stored memories)."""
+    predictor = VideoPredictor(model, dtype=dtype)
+    state = predictor.init_state(frames[:4])
+    predictor.add_new_points_or_box(state, 0, 1, points=[[210, 350]], labels=[1])
+    out = list(predictor.propagate_in_video(state, progress=False))
+    assert [f for f, _, _ in out] == [0, 1, 2, 3]
+    assert all(torch.isfinite(m).all() for _, _, m in out)
+
+
 def test_stream_keeps_only_reachable_memory(model, frames):
     predictor = VideoPredictor(model)
     late = {5: [ObjectPrompt(3, points=[[600, 300]], labels=[1])]}

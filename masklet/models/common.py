@@ -67,6 +67,8 @@ CPU_BF16_SCORE_ELEMENTS = 1 << 23
 # switches of the two CPU bfloat16 levers, for measuring each (bench/levers.py); both on by default
 CPU_BF16_BLOCKED_ATTENTION = True
 CPU_BF16_TWINS = True
+# bfloat16 copies of the heavy modules under CUDA bfloat16 autocast (bench/gpu.py compares with plain autocast)
+CUDA_BF16_TWINS = True
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -132,26 +134,36 @@ class ImageFeatures:
                              [f.to(device, dtype) for f in self.high_res])
 
 
-# ---------------------------------------------------------------------------------------------- bfloat16 on CPU
+# ---------------------------------------------------------------------------------------------- bfloat16 copies
 def _state_key(module: nn.Module) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype) for t in (*module.parameters(), *module.buffers()))
 
 
-def cpu_bf16_twin(module: nn.Module) -> nn.Module | None:
+def _twins_on(device_type: str) -> bool:
+    # the switches of the CPU and CUDA twins (for measuring each, bench/levers.py and bench/gpu.py)
+    return {"cpu": CPU_BF16_TWINS, "cuda": CUDA_BF16_TWINS}.get(device_type, False)
+
+
+def bf16_twin(module: nn.Module) -> nn.Module | None:
     """A bfloat16 copy of `module` to run in its place, or None where the module should run itself.
 
-    Used by the heavy modules' forward: under CPU bfloat16 autocast in inference (no grad, eval mode), a
-    float32 module runs its bfloat16 twin on inputs cast once, so activations stay bfloat16 from end to end
-    (autocast would cast every weight on every call and every activation back and forth between ops), and
-    attention takes the bf16 matrix units (`common.blocked_attention`). The twin is made once and kept on the
-    module (outside its state_dict); it is made again when the module's weights change (data pointer or
-    version counter) or move. Costs half the module's float32 size in RAM.
+    Used by the heavy modules' forward: under bfloat16 autocast in inference (no grad, eval mode) on a CPU or
+    a CUDA GPU, a float32 module runs its bfloat16 twin on inputs cast once, so activations stay bfloat16 from
+    end to end: autocast would cast every weight on every call (on a GPU, ~330 extra kernel launches per
+    tracked frame of the tiny model) and every activation back and forth between ops. On a CPU, attention then
+    takes the bf16 matrix units (`common.blocked_attention`). float16 autocast keeps the autocast path (layer
+    norms and softmax in float16 could overflow). The twin is made once and kept on the module (outside its
+    state_dict); it is made again when the module's weights change (data pointer or version counter) or move.
+    Costs half the module's float32 size in memory.
     """
-    if (not CPU_BF16_TWINS or not torch.is_autocast_enabled("cpu")
-            or torch.get_autocast_dtype("cpu") != torch.bfloat16 or torch.is_grad_enabled() or module.training):
+    if torch.is_grad_enabled() or module.training:
         return None
     first = next(module.parameters(), None)
-    if first is None or first.device.type != "cpu" or first.dtype != torch.float32:
+    if first is None or first.dtype != torch.float32:
+        return None
+    kind = first.device.type
+    if (not _twins_on(kind) or not torch.is_autocast_enabled(kind)
+            or torch.get_autocast_dtype(kind) != torch.bfloat16):
         return None
     key = _state_key(module)
     cached = module.__dict__.get("_bf16_twin")
@@ -177,7 +189,7 @@ def to_bf16(x: Any) -> Any:
 
 def run_twin(twin: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """twin(*args, **kwargs) with floating inputs in bfloat16 and autocast off (everything is bf16 already)."""
-    with torch.autocast("cpu", enabled=False):
+    with torch.autocast(next(twin.parameters()).device.type, enabled=False):
         return twin(*to_bf16(args), **{k: to_bf16(v) for k, v in kwargs.items()})
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import MLP, attention, compiled_call, cpu_bf16_twin, run_twin
+from .common import MLP, attention, bf16_twin, compiled_call, run_twin
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -173,7 +173,7 @@ class Hiera(nn.Module):
         return pos.permute(0, 2, 3, 1).to(self.pos_embed.dtype)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
+        twin = bf16_twin(self)  # bfloat16 inference: run the bfloat16 copy (see common.bf16_twin)
         if twin is not None:
             return run_twin(twin, x)
         return compiled_call(self, Hiera._forward, self, x)

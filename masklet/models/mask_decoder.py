@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .common import MLP, LayerNorm2d, compiled_call, cpu_bf16_twin
+from .common import MLP, LayerNorm2d, bf16_twin, compiled_call
 from .transformer import TwoWayTransformer
 
 # prompts per decoder call on a CPU: this many image-token elements in total (4 prompts at 1024 px)
@@ -117,11 +117,11 @@ class MaskDecoder(nn.Module):
         src = image_embeddings + dense
         _, c, h, w = src.shape
         hs, src = self.transformer(src, image_pe, tokens)
-        # Under CPU bfloat16 inference the transformer ran as a bfloat16 copy (it and the upscaling are the
+        # Under bfloat16 inference the transformer ran as a bfloat16 copy (it and the upscaling are the
         # decoder's cost); the small heads (hypernetworks, IoU, object score) stay in the weights' precision:
         # predicted IoU is compared with thresholds such as 0.8, where bfloat16 has steps of 0.004.
         heads_dtype = self.iou_token.weight.dtype
-        exact_heads = (torch.autocast("cpu", enabled=False) if hs.dtype != heads_dtype and hs.device.type == "cpu"
+        exact_heads = (torch.autocast(hs.device.type, enabled=False) if hs.dtype != heads_dtype
                        else contextlib.nullcontext())
         hs = hs.to(heads_dtype)
         b = src.shape[0]
@@ -146,10 +146,10 @@ class MaskDecoder(nn.Module):
         feat_s0 = feat_s1 = None
         if self.use_high_res_features and high_res_features is not None:
             feat_s0, feat_s1 = high_res_features
-        twin = cpu_bf16_twin(upscaling)
+        twin = bf16_twin(upscaling)
         if twin is not None:
-            # CPU bfloat16 inference: the memory-bound upscaling on bfloat16 maps, logits back in float32
-            with torch.autocast("cpu", enabled=False):
+            # bfloat16 inference: the memory-bound upscaling on bfloat16 maps, logits back in float32
+            with torch.autocast(src.device.type, enabled=False):
                 masks = compiled_call(self, MaskDecoder._upscale_bands, twin, src.to(torch.bfloat16),
                                       hyper_in.to(torch.bfloat16),
                                       None if feat_s0 is None else feat_s0.to(torch.bfloat16),

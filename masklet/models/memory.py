@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LayerNorm2d, cpu_bf16_twin, run_twin
+from .common import LayerNorm2d, bf16_twin, run_twin
 from .position_encoding import PositionEmbeddingSine
 from .transformer import RoPEAttention
 
@@ -124,7 +124,7 @@ class MemoryAttention(nn.Module):
 
     def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
                 num_obj_ptr_tokens: int = 0) -> torch.Tensor:
-        twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
+        twin = bf16_twin(self)  # bfloat16 inference: run the bfloat16 copy (see common.bf16_twin)
         if twin is not None:
             return run_twin(twin, curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens)
         x = curr + 0.1 * curr_pos  # pos_enc_at_input

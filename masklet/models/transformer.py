@@ -6,7 +6,7 @@ from typing import Type
 import torch
 import torch.nn as nn
 
-from .common import MLP, MLPBlock, attention, compiled_call, cpu_bf16_twin, run_twin
+from .common import MLP, MLPBlock, attention, bf16_twin, compiled_call, run_twin
 from .position_encoding import apply_rope, axial_rope_tables
 
 # RoPEAttention: the value projection after the attention where that is narrower (switch for bench/levers.py)
@@ -153,7 +153,7 @@ class TwoWayTransformer(nn.Module):
 
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor,
                 tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        twin = cpu_bf16_twin(self)  # CPU bfloat16 inference: run the bfloat16 copy (see common.cpu_bf16_twin)
+        twin = bf16_twin(self)  # bfloat16 inference: run the bfloat16 copy (see common.bf16_twin)
         if twin is not None:
             return run_twin(twin, image, image_pe, tokens)
         return compiled_call(self, TwoWayTransformer._forward, self, image, image_pe, tokens)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..models.common import cpu_bf16_twin  # noqa: F401 - re-exported: part of the precision story
+from ..models.common import bf16_twin  # noqa: F401 - re-exported: part of the precision story
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
@@ -111,8 +111,8 @@ def resolve_dtype(dtype: str | torch.dtype | None, half: bool = False,
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Autocast context for `dtype` on `device` (a no-op for float32). Weights stay float32; matrix products
     and convolutions run in the reduced type, reductions and outputs where accuracy needs it in float32.
-    On a CPU in bfloat16 the heavy modules (image trunk, memory attention, decoder transformer) run instead
-    as bfloat16 copies of themselves (`cpu_bf16_twin`)."""
+    In bfloat16 (on a CPU or a CUDA GPU) the heavy modules (image trunk, memory attention, decoder transformer
+    and upscaling) run instead as bfloat16 copies of themselves (`bf16_twin`)."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

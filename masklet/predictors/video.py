@@ -250,7 +250,8 @@ class VideoPredictor(VideoObjects):
         memory_pos = state.memory_pos
         memories = []
         for k, (t_pos, _, _) in enumerate(first_memories):
-            stacked = torch.cat([plan[0][k][2].memory for plan in plans]).to(state.device, features.embed.dtype)
+            # cast before the cat: CPU float16 autocast refuses a cat of the bfloat16-stored memories
+            stacked = torch.cat([plan[0][k][2].memory.to(state.device, features.embed.dtype) for plan in plans])
             memories.append((t_pos, stacked, memory_pos.expand(len(plans), -1, -1, -1)))
         obj_ptrs = None
         if first_ptrs:
