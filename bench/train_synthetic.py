@@ -11,12 +11,13 @@ protocol, mask prompt on the first frame).
 The recipe, and why (measured in issue 16): the image phase trains without correction clicks (from random
 weights they slow learning down), with every shape of an image as a training object (three objects per
 encoder pass) and mostly point prompts (`--prob-box 0.2`: the score is for one point); the video phase
-trains only the memory (attention, encoder, pointers), leaving the image encoder and decoder as the image
-phase left them, so the one-click score survives it and the tracking score is higher than when the decoder
-trains too. Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
-and load. Data, initialisation, sample order and prompts come from `--seed`; with the thread count fixed the
-command repeats its run (`--save` copies the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from
-the default command).
+trains the memory (attention, encoder, pointers) and the decoder's object-score head, which says whether the
+object is visible (frozen, it never learns occlusion: every object of the image phase is present), and
+leaves the image encoder and the rest of the decoder as the image phase left them, so the one-click score
+survives it. Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
+and load. Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic on several
+threads is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
+the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command).
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def main() -> None:
                         help="correction clicks per corrected frame (0: from scratch they slow learning down)")
     parser.add_argument("--prob-box", type=float, default=0.2,
                         help="share of box prompts among first prompts (official 0.5; the score is for points)")
-    parser.add_argument("--video-freeze", default="image_encoder,prompt_encoder,mask_decoder,no_mem_embed",
+    parser.add_argument("--video-freeze",
+                        default="image_encoder,prompt_encoder,mask_decoder,-object_score,no_mem_embed",
                         help="parts the video phase leaves as the image phase trained them ('' trains everything)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")

@@ -14,7 +14,7 @@ from masklet.models.build import build_model
 from masklet.train.data import Augment, ImageTrainDataset, VideoTrainDataset, YoloSegFolder, detect_format
 from masklet.train.forward import image_forward, video_forward
 from masklet.train.loss import SAM2Loss
-from masklet.train.optim import layer_scale, lr_factor, param_groups, parse_freeze
+from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
 from masklet.utils.boxes import masks_to_boxes
 from masklet.val.datasets import write_palette_png
@@ -298,6 +298,15 @@ def test_param_groups_layer_decay_and_schedule():
     assert parse_freeze("image_encoder,memory", model)[:2] == ["image_encoder.", "memory_attention."]
     with pytest.raises(ValueError, match="matches no parameter"):
         parse_freeze("imagencoder", model)
+    # "-" keeps a part trainable inside a frozen one: the decoder frozen but its object-score head learning
+    rules = parse_freeze("mask_decoder,-object_score", model)
+    decoder = [n for n, _ in model.named_parameters() if n.startswith("sam_mask_decoder.")]
+    trainable = [n for n in decoder if not is_frozen(n, rules)]
+    assert trainable and all("obj_score" in n for n in trainable)
+    assert is_frozen("sam_mask_decoder.transformer.layers.0.mlp.lin1.weight", rules)
+    assert not is_frozen("memory_attention.norm.weight", rules)
+    with pytest.raises(ValueError, match="matches no parameter"):
+        parse_freeze("mask_decoder,-objectscore", model)
 
 
 # ---------------------------------------------------------------------------------------------- learning
@@ -349,3 +358,4 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
     assert set(result["minutes"]) == {"data", "image_training", "video_training", "evaluation", "total"}
     assert {"cpu_capability", "cpu_flags"} <= set(result["machine"])
     assert (tmp_path / "run" / "sam2_test_wide_synthetic.pt").is_file()
+

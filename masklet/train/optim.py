@@ -19,27 +19,41 @@ FREEZE_ALIASES = {
     "memory_attention": ("memory_attention.",),
     "memory_encoder": ("memory_encoder.",),
     "memory": ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc", "no_obj_embed_spatial"),
+    # the decoder's object-score token and head: "is the object in this frame" (mask_decoder,-object_score
+    # freezes the decoder but lets a video phase learn occlusion)
+    "object_score": ("sam_mask_decoder.obj_score_token", "sam_mask_decoder.pred_obj_score_head."),
 }
 # what the image task trains: everything else only exists for tracking
 IMAGE_MODE_PREFIXES = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
 
 
 def parse_freeze(freeze: str | list[str] | tuple[str, ...] | None, model: nn.Module) -> list[str]:
-    """`"image_encoder,memory"` or a list -> parameter-name prefixes; an unknown name raises ValueError."""
+    """`"image_encoder,memory"` or a list -> parameter-name prefixes; an unknown name raises ValueError. A name
+    with a leading "-" keeps its parameters trainable inside a frozen part (`"mask_decoder,-object_score"`);
+    those come back with the "-" (see `is_frozen`)."""
     if freeze is None or freeze == "" or freeze is False:
         return []
     names = [n.strip() for n in (freeze.split(",") if isinstance(freeze, str) else freeze) if str(n).strip()]
     params = [n for n, _ in model.named_parameters()]
     prefixes: list[str] = []
     for name in names:
-        if name in FREEZE_ALIASES:
-            prefixes += FREEZE_ALIASES[name]
-        elif any(p.startswith(name) for p in params):
-            prefixes.append(name)
+        sign, bare = ("-", name[1:].strip()) if name.startswith("-") else ("", name)
+        if bare in FREEZE_ALIASES:
+            prefixes += [sign + f for f in FREEZE_ALIASES[bare]]
+        elif bare and any(p.startswith(bare) for p in params):
+            prefixes.append(sign + bare)
         else:
             raise ValueError(f"freeze={name!r} matches no parameter; use {', '.join(FREEZE_ALIASES)} or a "
-                             "parameter-name prefix such as sam_mask_decoder.iou_prediction_head")
+                             "parameter-name prefix such as sam_mask_decoder.iou_prediction_head (a leading - "
+                             "keeps a part trainable)")
     return prefixes
+
+
+def is_frozen(name: str, prefixes: list[str]) -> bool:
+    """Whether parameter `name` is frozen by `parse_freeze`'s prefixes: under a frozen prefix and not under a
+    "-" one."""
+    frozen = any(name.startswith(f) for f in prefixes if not f.startswith("-"))
+    return frozen and not any(name.startswith(f[1:]) for f in prefixes if f.startswith("-"))
 
 
 def layer_scale(name: str, num_blocks: int, decay: float) -> float:

@@ -33,7 +33,7 @@ from .data import (
 )
 from .forward import image_forward, video_forward
 from .loss import CORE_LOSS, LOSS_KEYS, SAM2Loss
-from .optim import IMAGE_MODE_PREFIXES, lr_factor, param_groups, parse_freeze, set_lr
+from .optim import IMAGE_MODE_PREFIXES, is_frozen, lr_factor, param_groups, parse_freeze, set_lr
 from .prompts import PromptRecipe
 
 # key -> (default, help): the keyword arguments of `train` and the keys of `masklet train`
@@ -53,7 +53,8 @@ TRAIN_KEYS: dict[str, tuple[Any, str]] = {
     "clip_grad": (0.1, "gradient clipping max norm (None: off)"),
     "accumulate": (1, "batches per optimizer step (gradient accumulation)"),
     "freeze": (None, "comma-separated parts to freeze: image_encoder, prompt_encoder, mask_decoder, memory, "
-                     "memory_attention, memory_encoder, or parameter-name prefixes"),
+                     "memory_attention, memory_encoder, object_score, or parameter-name prefixes; a leading - "
+                     "keeps a part trainable (mask_decoder,-object_score)"),
     "mode": (None, "image or video (default: video for a DAVIS-layout dataset, else image)"),
     "num_frames": (8, "video: frames per training clip"),
     "max_objects": (3, "objects per image or clip"),
@@ -215,7 +216,7 @@ class Trainer:
         net.to(self.device).train()
         frozen = parse_freeze(a["freeze"], net)
         for name, p in net.named_parameters():
-            trainable = not any(name.startswith(f) for f in frozen)
+            trainable = not is_frozen(name, frozen)
             if self.mode == "image":
                 trainable = trainable and name.startswith(IMAGE_MODE_PREFIXES)
             p.requires_grad_(trainable)
