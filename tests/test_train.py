@@ -142,6 +142,13 @@ def test_video_forward_steps_and_corrected_frames_condition_the_rest():
     gt[:, 0, 20:60, 20:70] = True
     gt[:, 1, 80:110, 60:120] = True
     features = model.encode_image(torch.randn(4, 3, 128, 128))
+    for bad, message in (({"prob_box": 1.5}, "prob_box must be a probability"),
+                         ({"corrections": -1}, "corrections must be an integer >= 0"),
+                         ({"corrections": 2.5}, "corrections must be an integer"),
+                         ({"box_noise": -0.1}, "box_noise must be a number >= 0"),
+                         ({"max_init_cond_frames": 0}, "max_init_cond_frames must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            PromptRecipe(**bad)
     recipe = PromptRecipe(corrections=2, prob_box=0.0)  # a point first: three masks
     plan = ClipPlan(4, True, [0], [0, 2])
     outs = video_forward(model, features, gt, recipe, torch.Generator().manual_seed(0), plan)

@@ -128,6 +128,8 @@ def test_command_line(dataset, tmp_path, capsys):
     assert "matches no parameter" in capsys.readouterr().err
     assert main(["train", "model=sam2_test", f"data={dataset}", "prob_box=1.5"]) == 2
     assert "prob_box must be a probability" in capsys.readouterr().err
+    assert main(["train", "model=sam2_test", f"data={dataset}", "corrections=-1"]) == 2
+    assert "corrections must be an integer >= 0" in capsys.readouterr().err
     code = main(["train", "model=sam2_test", f"data={dataset}", "epochs=1", "imgsz=128", "batch=2", "accumulate=2",
                  "corrections=0", "amp=False", "val=False", "verbose=False", f"project={tmp_path}"])
     assert code == 0

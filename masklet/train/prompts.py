@@ -16,6 +16,7 @@ All randomness comes from one `torch.Generator`, so a seed fixes every prompt.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,25 @@ class PromptRecipe:
     prob_click_from_gt: float = 0.1
     max_init_cond_frames: int = 2   # 1..2 initial conditioning frames
     max_frames_to_correct: int = 2  # with click input: conditioning frames + maybe more, up to this many
+
+    def __post_init__(self) -> None:
+        """ValueError naming the field for a probability outside [0, 1], a negative noise, or a count that is
+        not an integer at or above its minimum (a negative `corrections` used to mean silently none)."""
+        def number(value: object) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+        for name in ("prob_point_input", "prob_box", "prob_click_from_gt"):
+            value = getattr(self, name)
+            if not number(value) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+        for name in ("box_noise", "box_noise_bound"):
+            value = getattr(self, name)
+            if not number(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        for name, low in (("corrections", 0), ("max_init_cond_frames", 1), ("max_frames_to_correct", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _uniform(generator: torch.Generator | None) -> float:

@@ -172,9 +172,7 @@ class Trainer:
         for key in ("epochs", "batch", "accumulate", "num_frames", "max_objects"):
             if not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
-        prob_box = args["prob_box"]
-        if isinstance(prob_box, bool) or not isinstance(prob_box, (int, float)) or not 0 <= prob_box <= 1:
-            raise ValueError(f"prob_box must be a probability between 0 and 1, got {prob_box!r}")
+        self.recipe = PromptRecipe(corrections=args["corrections"], prob_box=args["prob_box"])  # checks both
         self.args = args
 
     # ------------------------------------------------------------------ setup
@@ -222,8 +220,7 @@ class Trainer:
             p.requires_grad_(trainable)
         self.net = net
         encoder_frozen = not any(p.requires_grad for p in net.image_encoder.parameters())
-        recipe = PromptRecipe(corrections=int(a["corrections"]), prob_box=float(a["prob_box"]))
-        self.step_module: nn.Module = TrainStep(net, self.mode, recipe, encoder_frozen)
+        self.step_module: nn.Module = TrainStep(net, self.mode, self.recipe, encoder_frozen)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids,
