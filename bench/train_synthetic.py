@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the trainer's, a GPU if any)")
     parser.add_argument("--amp", action="store_true",
-                        help="bfloat16 autocast while training (off: the proof run is float32, reproducible)")
+                        help="bfloat16 autocast while training (off: the proof run is float32)")
     opts = parser.parse_args()
 
     import masklet
