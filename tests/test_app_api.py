@@ -427,6 +427,21 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+def test_record_drops_temporary_files_of_a_write_cut_short(tmp_path):
+    """A process killed between write_json_atomic's temporary file and its rename leaves `.<name>.<x>.tmp`
+    (seen once in CI after the SIGKILL test below); reopening the media's record removes it and keeps the
+    intact file it was to replace."""
+    from masklet.app.project import MediaRecord
+
+    folder = tmp_path / "media" / "clip"
+    write_json_atomic(folder / "masks" / "000006.json", {"1": {"counts": "x", "score": 0.5, "source": "track"}})
+    for stale in (folder / "masks" / ".000006.json.hjwq_3bf.tmp", folder / ".state.json.ab12.tmp"):
+        stale.write_text('{"half": ')
+    record = MediaRecord(folder, {"path": "clip.mp4", "kind": "video", "num_frames": 8, "height": 4, "width": 4})
+    assert not list(folder.rglob("*.tmp"))
+    assert record.frames[6]["1"]["source"] == "track"
+
+
 def test_cli_server_killed_mid_propagation_loses_nothing_shown(media_root, tmp_path):
     """`masklet app` in a subprocess (host=0.0.0.0 warns), killed with SIGKILL during a propagation: every frame
     the progress had reported is in the project after a restart."""

@@ -73,6 +73,12 @@ class MediaRecord:
 
     def __init__(self, folder: Path, defaults: dict[str, Any]) -> None:
         self.folder = folder
+        # a write cut short (the process killed between the temporary file and its rename) leaves the
+        # temporary file behind; the file it was to replace is intact, so the leftover is dropped
+        for sub in (folder, folder / "masks", folder / "history"):
+            for stale in (sub.glob(".*.tmp") if sub.is_dir() else ()):
+                with suppress(OSError):
+                    stale.unlink()
         loaded = read_json(folder / "state.json")
         self.state: dict[str, Any] = loaded if loaded is not None else {
             **defaults, "frame": 0, "next_id": 1, "objects": [], "prompts": {}, "undo": [], "redo": [], "step": 0}
