@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -45,6 +46,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import common
+from video_replay import mask_errors, replay_steps
+
+from masklet.utils.masks import mask_iou
 
 SECTIONS = ("parity_image", "autocast_image", "parity_video", "encode", "video_fps", "video_profile", "everything",
             "train", "video_compiled")
@@ -77,22 +81,37 @@ def reference_model(device: torch.device) -> Any:
     return model.to(device).eval()
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+def _precision(name: str) -> tuple[str | None, contextlib.AbstractContextManager]:
+    """A path's predictor dtype (None: float32, also for "tf32") and the context it runs in ("*_plain_autocast":
+    bfloat16 with the CUDA twins off)."""
+    dtype = None if name in ("float32", "tf32") else name.split("_")[0]
+    return dtype, plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext()
 
 
-def _flipped(masks: np.ndarray, record: dict) -> float:
-    positive = np.unpackbits(record["positive_packed"].numpy())[: masks.size].astype(bool)
-    return float((positive != (masks.reshape(-1) > 0)).sum() / masks.size)
+def _agreement(ious: list[float]) -> dict[str, Any]:
+    return {"masks": len(ious), "mean_iou_vs_float32": float(np.mean(ious)), "lowest_iou": float(np.min(ious))}
+
+
+@functools.cache
+def _image_case() -> tuple[dict, np.ndarray]:
+    """The SAM 2.1 image fixture and truck.jpg, read once for the sections that use them."""
+    from masklet.data.images import read_image
+
+    ref = torch.load(common.reference_dir() / "sam2.1_hiera_t_image_case.pt", weights_only=False)
+    return ref, read_image(common.data_file("images/truck.jpg"))
+
+
+def _case_kwargs(case: dict) -> dict[str, Any]:
+    kwargs = dict(case["kwargs"])
+    if "mask_input" in kwargs:
+        kwargs["mask_input"] = case["mask_input"]
+    return kwargs
 
 
 def parity_image(model: Any, device: torch.device) -> dict[str, Any]:
-    from masklet.data.images import read_image
     from masklet.predictors.image import ImagePredictor
 
-    ref = torch.load(common.reference_dir() / "sam2.1_hiera_t_image_case.pt", weights_only=False)
-    image = read_image(common.data_file("images/truck.jpg"))
+    ref, image = _image_case()
     out: dict[str, Any] = {}
     for tf32 in (False, True):
         set_tf32(tf32)
@@ -103,14 +122,12 @@ def parity_image(model: Any, device: torch.device) -> dict[str, Any]:
                                                         / ref["image_embed"].abs().mean())}
         worst = {"iou": 0.0, "low_res_logits": 0.0, "pixels_flipped": 0.0}
         for case in ref["prompts"].values():
-            kwargs = dict(case["kwargs"])
-            if "mask_input" in kwargs:
-                kwargs["mask_input"] = case["mask_input"]
-            masks, scores, low = predictor.predict(**kwargs, return_logits=True)
+            masks, scores, low = predictor.predict(**_case_kwargs(case), return_logits=True)
             worst["iou"] = max(worst["iou"], float(np.abs(scores - case["iou_predictions"].numpy()).max()))
             worst["low_res_logits"] = max(worst["low_res_logits"],
                                           float(np.abs(low - case["low_res_logits"].numpy()).max()))
-            worst["pixels_flipped"] = max(worst["pixels_flipped"], _flipped(masks, case["masks"]))
+            flipped = mask_errors(masks, case["masks"])[1] / masks.size
+            worst["pixels_flipped"] = max(worst["pixels_flipped"], flipped)
         row.update(worst=worst, within_cpu_tolerances=bool(
             row["image_embed_rel"] <= 1e-4 and worst["iou"] <= 1e-4 and worst["low_res_logits"] <= 1e-3
             and worst["pixels_flipped"] <= 1e-4))
@@ -120,35 +137,23 @@ def parity_image(model: Any, device: torch.device) -> dict[str, Any]:
 
 
 def autocast_image(model: Any, device: torch.device) -> dict[str, Any]:
-    from masklet.data.images import read_image
     from masklet.predictors.image import ImagePredictor
 
-    ref = torch.load(common.reference_dir() / "sam2.1_hiera_t_image_case.pt", weights_only=False)
-    image = read_image(common.data_file("images/truck.jpg"))
+    ref, image = _image_case()
     results: dict[str, dict[str, np.ndarray]] = {}
     for name in ("float32", *AUTOCAST, "bfloat16_plain_autocast"):
-        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
-            predictor = ImagePredictor(model, dtype=None if name == "float32" else name.split("_")[0])
+        dtype, context = _precision(name)
+        with context:
+            predictor = ImagePredictor(model, dtype=dtype)
             predictor.set_image(image)
-            results[name] = {}
-            for case_name, case in ref["prompts"].items():
-                kwargs = dict(case["kwargs"])
-                if "mask_input" in kwargs:
-                    kwargs["mask_input"] = case["mask_input"]
-                results[name][case_name] = predictor.predict(**kwargs)[0]
-    out = {}
-    for name in (*AUTOCAST, "bfloat16_plain_autocast"):
-        ious = [iou(a, b) for case in results["float32"]
-                for a, b in zip(results["float32"][case].reshape(-1, *image.shape[:2]),
-                                results[name][case].reshape(-1, *image.shape[:2]))]
-        out[name] = {"masks": len(ious), "mean_iou_vs_float32": float(np.mean(ious)),
-                     "lowest_iou": float(np.min(ious))}
-    return out
+            results[name] = {case_name: predictor.predict(**_case_kwargs(case))[0]
+                             for case_name, case in ref["prompts"].items()}
+    return {name: _agreement([iou for case in results["float32"]
+                              for iou in mask_iou(results["float32"][case], results[name][case]).reshape(-1)])
+            for name in (*AUTOCAST, "bfloat16_plain_autocast")}
 
 
 def _replay(model: Any, steps: list[dict], dtype: str | None) -> list[dict]:
-    from video_replay import replay_steps
-
     from masklet.data.images import read_image
     from masklet.predictors.video import VideoPredictor
 
@@ -168,45 +173,38 @@ def parity_video(model: Any, device: torch.device) -> dict[str, Any]:
     for step, output in zip(steps, exact):
         records = {None: step["masks"]} if None in output else step["masks"]
         for key, record in records.items():
-            masks = torch.as_tensor(output[key][1]).float().cpu()
-            flat = masks.reshape(-1)
-            probe = record["logits"]
-            worst_logit = max(worst_logit, float((flat[probe["sample_index"]] - probe["sample"]).abs().max()))
-            worst_flipped = max(worst_flipped, _flipped(flat.numpy(), record))
+            masks = output[key][1]
+            logit, flipped = mask_errors(masks, record)
+            worst_logit, worst_flipped = max(worst_logit, logit), max(worst_flipped, flipped / masks.numel())
             sets += 1
     out: dict[str, Any] = {"float32": {"mask_sets": sets, "worst_sampled_logit_diff": worst_logit,
                                        "worst_pixels_flipped": worst_flipped,
                                        "within_cpu_tolerances": worst_logit <= 1e-3 and worst_flipped <= 1e-4}}
     for name in ("bfloat16", "bfloat16_plain_autocast"):
-        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
-            half = _replay(model, steps, "bfloat16")
-        ious = []
-        for a_out, b_out in zip(exact, half):
-            for key in a_out:
-                a = torch.as_tensor(a_out[key][1]).float().cpu().numpy() > 0
-                b = torch.as_tensor(b_out[key][1]).float().cpu().numpy() > 0
-                ious += [iou(x, y) for x, y in zip(a, b)]
-        out[name] = {"masks": len(ious), "mean_iou_vs_float32": float(np.mean(ious)),
-                     "lowest_iou": float(np.min(ious))}
+        dtype, context = _precision(name)
+        with context:
+            half = _replay(model, steps, dtype)
+        out[name] = _agreement([iou for a_out, b_out in zip(exact, half) for key in a_out
+                                for iou in mask_iou(a_out[key][1] > 0, b_out[key][1] > 0).reshape(-1)])
     return out
 
 
 def encode(model: Any, device: torch.device) -> dict[str, Any]:
-    from masklet.data.images import read_image
     from masklet.data.preprocess import preprocess
 
-    x = preprocess(read_image(common.data_file("images/truck.jpg")), model.input_spec, device)[None]
+    x = preprocess(_image_case()[1], model.input_spec, device)[None]
     out = {}
     for name in ("float32", "tf32", *AUTOCAST, "bfloat16_plain_autocast"):
         set_tf32(name == "tf32")
-        half = AUTOCAST.get(name.split("_")[0])
+        dtype, context = _precision(name)
+        half = AUTOCAST.get(dtype)
 
         def call(half: torch.dtype | None = half) -> None:
             with torch.inference_mode(), torch.autocast(device.type, dtype=half or torch.float32,
                                                         enabled=half is not None):
                 model.encode_image(x)
 
-        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
+        with context:
             out[name] = {"ms": common.time_call(call, device, warmup=3, repeats=20)["median_s"] * 1e3}
     set_tf32(False)
     return out
@@ -239,9 +237,9 @@ def video_fps(model: Any, device: torch.device, frames_wanted: int) -> dict[str,
                            "official_a100_fps": {"eager": 47.2, "compiled": 91.2}}
     for name in ("float32", "tf32", "bfloat16", "float16", "bfloat16_plain_autocast"):
         set_tf32(name == "tf32")
-        with plain_autocast() if name.endswith("plain_autocast") else contextlib.nullcontext():
-            half = None if name in ("float32", "tf32") else name.split("_")[0]
-            out[name] = _track(model, frames, half, False, device)
+        dtype, context = _precision(name)
+        with context:
+            out[name] = _track(model, frames, dtype, False, device)
         common.log(f"[gpu] video {name}: {out[name]['fps']:.1f} FPS")
     set_tf32(False)
     return out

@@ -15,6 +15,7 @@ from masklet.models.build import build_model, load_model
 from masklet.predictors.image import ImagePredictor
 from masklet.predictors.video import VideoPredictor
 from masklet.train.synthetic import load_backgrounds, occlusion_clip, shapes_image
+from masklet.utils.masks import mask_iou
 from masklet.val.metrics import next_click
 
 ASSET = Path(__file__).resolve().parent / "assets" / "sam2_test_wide_synthetic.pt"
@@ -44,11 +45,6 @@ def backgrounds():
     return load_backgrounds(DATA_DIR, frames_per_video=3)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def _click_results(model, backgrounds, images: int = 20) -> tuple[float, float]:
     """Mean IoU of the mask picked by predicted IoU after one click at the interior point farthest from the
     border of each shape, and how often that mask overlaps the clicked shape most (of all shapes)."""
@@ -63,8 +59,8 @@ def _click_results(model, backgrounds, images: int = 20) -> tuple[float, float]:
             x, y, _ = next_click(np.zeros_like(gt), gt, first=True)
             masks, scores, _ = predictor.predict(point_coords=[[x, y]], point_labels=[1], multimask_output=True)
             mask = masks[int(np.argmax(scores))]
-            ious.append(_iou(mask, gt))
-            picked.append(int(np.argmax([_iou(mask, ids == j) for j in range(1, int(ids.max()) + 1)])) + 1 == k)
+            ious.append(mask_iou(mask, gt))
+            picked.append(int(np.argmax([mask_iou(mask, ids == j) for j in range(1, int(ids.max()) + 1)])) + 1 == k)
     return float(np.mean(ious)), float(np.mean(picked))
 
 
@@ -107,9 +103,9 @@ def _occlusion_scores(model, backgrounds, clips: int = 6) -> dict[str, float]:
         middle = int(np.argmin(visible))  # the back shape is (most) hidden here
         assert visible[middle] < 0.2 * max(visible), "the back shape passes behind the front one"
         for t in range(1, 12):
-            front.append(_iou(masks[1][t], labels[t] == 1))
+            front.append(mask_iou(masks[1][t], labels[t] == 1))
             if visible[t] >= 0.8 * max(visible):
-                (before if t < middle else after).append(_iou(masks[2][t], labels[t] == 2))
+                (before if t < middle else after).append(mask_iou(masks[2][t], labels[t] == 2))
     return {"front": float(np.mean(front)), "before": float(np.mean(before)), "after": float(np.mean(after))}
 
 

@@ -46,17 +46,25 @@ def replay_steps(predictor: Any, state: Any, steps: list[dict], on_output: Calla
         on_output(i, step, output)
 
 
+def mask_errors(masks: torch.Tensor | np.ndarray, record: dict) -> tuple[float, int]:
+    """Full-resolution logits against a reference mask record (`{"shape", "positive_packed", "logits"}`, see
+    ../shared/reference/README.md): the largest difference at the sampled logits, and how many mask pixels are
+    on the other side of 0. Also used by bench/gpu.py, which reports them instead of asserting."""
+    flat = torch.as_tensor(masks).detach().float().cpu().reshape(-1)
+    probe = record["logits"]
+    diff = float((flat[probe["sample_index"]] - probe["sample"]).abs().max())
+    positive = np.unpackbits(record["positive_packed"].numpy())[: flat.numel()].astype(bool)
+    return diff, int((positive != (flat > 0).numpy()).sum())
+
+
 def check_masks(masks: torch.Tensor | np.ndarray, record: dict) -> None:
     """Video-resolution logits (N, 1, H, W) against a reference mask record: its shape, the sampled logits within
     1e-3, and at most 0.01% of the mask pixels on the other side of 0."""
     masks = torch.as_tensor(masks)
     assert list(masks.shape) == list(record["shape"])
-    flat = masks.reshape(-1)
-    probe = record["logits"]
-    assert (flat[probe["sample_index"]] - probe["sample"]).abs().max() <= 1e-3
-    positive = np.unpackbits(record["positive_packed"].numpy())[: flat.numel()].astype(bool)
-    flipped = int((positive != (flat > 0).numpy()).sum())
-    assert flipped <= 1e-4 * flat.numel(), f"{flipped} of {flat.numel()} mask pixels differ"
+    diff, flipped = mask_errors(masks, record)
+    assert diff <= 1e-3
+    assert flipped <= 1e-4 * masks.numel(), f"{flipped} of {masks.numel()} mask pixels differ"
 
 
 def check_step(step: dict, output: dict) -> None:
