@@ -54,12 +54,15 @@ def main() -> None:
     parser.add_argument("--prob-box", type=float, default=0.0)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="mimetic", choices=("mimetic", "default"),
+                        help="random initialisation as masklet.train does it (mimetic) or PyTorch's (default)")
     parser.add_argument("--threads", type=int, default=1)
     opts = parser.parse_args()
 
     from masklet.models.sam2 import SAM2Model
     from masklet.models.variants import SAM2_VARIANTS
     from masklet.train.forward import image_forward
+    from masklet.train.init import mimetic_init
     from masklet.train.loss import SAM2Loss
     from masklet.train.prompts import PromptRecipe
 
@@ -70,6 +73,8 @@ def main() -> None:
         config = dataclasses.replace(config, name=f"sam2_test_d{opts.width}", d_model=opts.width,
                                      decoder_mlp_dim=2 * opts.width)
     model = SAM2Model(config)
+    if opts.init == "mimetic":
+        mimetic_init(model)
     model.set_image_size(opts.imgsz)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr)
@@ -101,7 +106,7 @@ def main() -> None:
     device = torch.device("cpu")
     result = {"benchmark": "train_click_probe", "model": config.name, "imgsz": opts.imgsz, "batch": opts.batch,
               "lr": opts.lr, "corrections": opts.corrections, "prob_box": opts.prob_box, "seed": opts.seed,
-              "threads": opts.threads, "first_step_above_0.6": first_above, "curve": curve,
+              "init": opts.init, "threads": opts.threads, "first_step_above_0.6": first_above, "curve": curve,
               "machine": common.machine_info(device, "float32")}
     common.emit(result)
 

@@ -88,6 +88,26 @@ def test_frozen_parts_do_not_change(dataset, tmp_path):
                            for k in changed)
 
 
+def test_random_initialisation_is_mimetic_unless_asked_and_checkpoints_are_untouched(dataset, tmp_path):
+    args = dict(data=str(dataset), epochs=1, project=str(tmp_path), val=False, **FAST)
+    with pytest.raises(ValueError, match="init='xavier': use one of mimetic, default"):
+        masklet.train(init="xavier", **args)
+    layer = "sam_mask_decoder.transformer.layers.0.cross_attn_token_to_image"
+    for init, tied in (("mimetic", True), ("default", False)):
+        trainer = Trainer(init=init, **args)
+        trainer._setup()
+        attn = trainer.net.get_submodule(layer)
+        assert torch.equal(attn.k_proj.weight, attn.q_proj.weight) == tied, init
+    # a checkpoint starts as it was saved
+    torch.manual_seed(0)
+    path = tmp_path / "start.pt"
+    torch.save({"model": masklet.build_model("sam2_test").state_dict()}, path)
+    trainer = Trainer(**{**args, "model": str(path)})
+    trainer._setup()
+    saved = torch.load(path, weights_only=True)["model"]
+    assert torch.equal(trainer.net.state_dict()[f"{layer}.k_proj.weight"], saved[f"{layer}.k_proj.weight"])
+
+
 def test_resume_continues_the_schedule_exactly(dataset, tmp_path, monkeypatch):
     args = dict(data=str(dataset), epochs=2, val=False, seed=3, **FAST)
     torch.manual_seed(0)

@@ -109,20 +109,26 @@ def _attend(model: SAM2Model, features: ImageFeatures, t: int, num_frames: int, 
 
 
 def video_forward(model: SAM2Model, features: ImageFeatures, gt: torch.Tensor, recipe: PromptRecipe,
-                  generator: torch.Generator | None, plan: ClipPlan | None = None) -> list[Steps]:
-    """Semi-supervised tracking of N objects through a T-frame clip with simulated prompts.
+                  generator: torch.Generator | None, plan: ClipPlan | None = None,
+                  clip_index: torch.Tensor | None = None) -> list[Steps]:
+    """Semi-supervised tracking of N objects through T-frame clips with simulated prompts.
 
-    features: encoder output of the T frames; gt (T, N, S, S) bool. Returns T per-frame output dicts for
-    `SAM2Loss` (targets gt). The plan (mask or click input, conditioning frames, corrected frames) is drawn
-    from `recipe` unless given.
+    features: encoder output of B clips of T frames, clip-major (row b * T + t is frame t of clip b; B = 1
+    without `clip_index`); gt (T, N, S, S) bool; clip_index (N,) the clip of each object (default: all in
+    clip 0). Returns T per-frame output dicts for `SAM2Loss` (targets gt). The plan (mask or click input,
+    conditioning frames, corrected frames) is drawn from `recipe` unless given, one for the whole batch as in
+    Meta's trainer; several clips in one call share every decoder and memory-attention call.
     """
     num_frames, n = gt.shape[:2]
+    if clip_index is None:
+        clip_index = torch.zeros(n, dtype=torch.long)
+    rows = clip_index.to(features.embed.device).long() * num_frames
     plan = plan or plan_clip(num_frames, recipe, generator)
     cond: dict[int, _Memory] = {}
     non_cond: dict[int, _Memory] = {}
     outputs: list[Steps | None] = [None] * num_frames
     for t in plan.processing_order:
-        frame = features.select(t)
+        frame = features.select(rows + t)  # (N, ...): each object's own clip at frame t
         steps = _new_steps()
         is_init = t in plan.init_cond_frames
         if is_init and not plan.use_point_input:
@@ -132,9 +138,9 @@ def video_forward(model: SAM2Model, features: ImageFeatures, gt: torch.Tensor, r
             steps["multistep_pred_ious"].append(torch.ones_like(out.object_score_logits).float())
             steps["multistep_object_score_logits"].append(out.object_score_logits.float())
         else:
-            high_res = [f.expand(n, -1, -1, -1) for f in frame.high_res]
+            high_res = frame.high_res
             if is_init:
-                pix_feat = model.image_embedding(frame).expand(n, -1, -1, -1)
+                pix_feat = model.image_embedding(frame)
                 points, labels = first_prompt(gt[t], recipe, generator)
                 points, labels = points.to(pix_feat.device), labels.to(pix_feat.device)
             else:

@@ -32,6 +32,7 @@ from .data import (
     detect_format,
 )
 from .forward import image_forward, video_forward
+from .init import INIT_CHOICES, mimetic_init
 from .loss import CORE_LOSS, LOSS_KEYS, SAM2Loss
 from .optim import IMAGE_MODE_PREFIXES, is_frozen, lr_factor, param_groups, parse_freeze, set_lr
 from .prompts import PromptRecipe
@@ -40,6 +41,8 @@ from .prompts import PromptRecipe
 TRAIN_KEYS: dict[str, tuple[Any, str]] = {
     "model": ("sam2.1_t.pt", "checkpoint to start from (name or path), or a variant name without .pt (e.g. "
                              "sam2.1_hiera_t, sam2_test) for random initialisation"),
+    "init": ("mimetic", "random initialisation only: mimetic (each mask-decoder attention's key projection starts "
+                        "as a copy of its query projection: clicks are localised sooner) or default (PyTorch's)"),
     "data": (None, "dataset: COCO JSON, images/+masks/, YOLO images/+labels/, or DAVIS-layout JPEGImages/+"
                    "Annotations/ (videos); required"),
     "epochs": (10, "passes over the dataset"),
@@ -92,11 +95,18 @@ class TrainStep(nn.Module):
             outputs = image_forward(self.model, features, batch["image_index"], batch["masks"], self.recipe,
                                     generator)
             return self.loss(outputs, batch["masks"][None])
-        total: dict[str, torch.Tensor] = {}
+        # clips of one length run as one batch (one encoder call, one decoder / memory call per frame for all
+        # their objects) and share the prompt plan; the loss is divided by all their objects, as in Meta's trainer
+        by_length: dict[int, list[dict[str, torch.Tensor]]] = {}
         for clip in batch:
-            features = self._encode(clip["images"])
-            losses = self.loss(video_forward(self.model, features, clip["masks"], self.recipe, generator),
-                               clip["masks"])
+            by_length.setdefault(clip["images"].shape[0], []).append(clip)
+        total: dict[str, torch.Tensor] = {}
+        for clips in by_length.values():
+            masks = torch.cat([c["masks"] for c in clips], dim=1)
+            clip_index = torch.cat([torch.full((c["masks"].shape[1],), b) for b, c in enumerate(clips)])
+            features = self._encode(torch.cat([c["images"] for c in clips]))
+            losses = self.loss(video_forward(self.model, features, masks, self.recipe, generator,
+                                             clip_index=clip_index), masks)
             total = {k: total[k] + v if k in total else v for k, v in losses.items()}
         return total
 
@@ -116,19 +126,20 @@ def _latest_last(project: Path) -> Path:
     return runs[-1]
 
 
-def _load_model(spec: Any) -> tuple[nn.Module, str]:
+def _load_model(spec: Any) -> tuple[nn.Module, str, bool]:
+    """The model to train, its name for the logs, and whether it starts from random weights."""
     from ..models.build import build_model, load_model
     from ..models.variants import canonical_variant
 
     if isinstance(spec, nn.Module):
-        return spec, type(spec).__name__
+        return spec, type(spec).__name__, False
     text = str(spec)
     if not Path(text).exists() and not text.endswith((".pt", ".pth")):
         canonical_variant(text)  # raises with suggestions for an unknown name
-        return build_model(text), f"{text} (random init)"
+        return build_model(text), f"{text} (random init)", True
     from ..utils.downloads import resolve_weights
 
-    return load_model(resolve_weights(text)), text
+    return load_model(resolve_weights(text)), text, False
 
 
 def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -173,6 +184,8 @@ class Trainer:
             if not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
         self.recipe = PromptRecipe(corrections=args["corrections"], prob_box=args["prob_box"])  # checks both
+        if args["init"] not in INIT_CHOICES:
+            raise ValueError(f"init={args['init']!r}: use one of {', '.join(INIT_CHOICES)}")
         self.args = args
 
     # ------------------------------------------------------------------ setup
@@ -205,7 +218,9 @@ class Trainer:
             raise ValueError(f"mode={self.mode!r}: use image or video")
         if self.mode == "video" and self.data_format != "vos":
             raise ValueError("mode=video needs a DAVIS-layout dataset (JPEGImages/ and Annotations/)")
-        net, self.model_name = _load_model(a["model"])
+        net, self.model_name, random_init = _load_model(a["model"])
+        if random_init and a["init"] == "mimetic":
+            mimetic_init(net)
         if getattr(net, "family", "") != "sam2":
             raise ValueError(f"{self.model_name} is not a SAM 2 model; masklet trains SAM 2 / SAM 2.1 models")
         if a["imgsz"] is not None:
