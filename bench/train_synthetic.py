@@ -13,11 +13,11 @@ mask-decoder attention starts with k_proj = q_proj: the "which shape did the cli
 ~1,500 steps instead of 3,500 to over 4,500); the image phase trains without correction clicks (from random
 weights they slow learning down), with every shape of an image as a training object (three objects per
 encoder pass) and mostly point prompts (`--prob-box 0.2`: the score is for one point); the video phase
-trains the memory (attention, encoder, pointers) and the decoder's object-score head, which says whether the
-object is visible (frozen, it never learns occlusion: every object of the image phase is present), and
-leaves the image encoder and the rest of the decoder as the image phase left them, so the one-click score
-survives it; it sees 4,000 clips once, 4 per step (batched clips run ~1.9x the clips per second of one at a
-time on a CPU). Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
+trains everything but the image encoder (the memory, and the decoder, which learns to decode from memory
+without a prompt), with 8 of the training images mixed into every step (`image_data=`, as Meta mixes SA-1B
+into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
+head trained), and sees 4,000 clips once, 4 per step (batched clips run ~1.9x the clips per second of one at
+a time on a CPU). Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
 and load. Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic on several
 threads is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
 the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command).
@@ -41,25 +41,24 @@ sys.path.insert(0, str(ROOT))
 def lowres_ceiling(clips: Path, lowres: int) -> dict[str, float]:
     """J&F of the ground truth itself passed through the decoder's low-res output grid (area-averaged to
     lowres x lowres, upsampled bilinearly, thresholded at 0.5) on the DAVIS-layout `clips`, scored like
-    `masklet val` (first and last frame left out; J and F averaged over frames, then objects): what perfect
+    `masklet val` (the frames `VOSVideo.scored_frames` picks; J and F averaged over frames, then objects): what perfect
     low-res logits would score, so how far the target is from the ceiling of a model of this output size."""
     import numpy as np
     import torch.nn.functional as F
-    from PIL import Image
 
+    from masklet.val.datasets import VOSDataset
     from masklet.val.metrics import score_sequence
 
+    def through_grid(gt: np.ndarray) -> np.ndarray:
+        low = F.interpolate(torch.from_numpy(gt).float()[None, None], size=(lowres, lowres), mode="area")
+        return (F.interpolate(low, size=gt.shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy()
+
     j_means, f_means = [], []
-    for video in sorted((clips / "Annotations").iterdir()):
-        labels = [np.array(Image.open(p)) for p in sorted(video.glob("*.png"))][1:-1]
-        for obj in sorted(set(np.unique(np.stack(labels)).tolist()) - {0}):
-            gts = [label == obj for label in labels]
-            preds = []
-            for gt in gts:
-                low = F.interpolate(torch.from_numpy(gt).float()[None, None], size=(lowres, lowres), mode="area")
-                preds.append((F.interpolate(low, size=gt.shape, mode="bilinear", align_corners=False)[0, 0] > 0.5)
-                             .numpy())
-            j, f = score_sequence(preds, gts)
+    for video in VOSDataset(clips):
+        frames = video.scored_frames()
+        for obj in video.object_ids:
+            gts = [video.gt_mask(t, obj) for t in frames]
+            j, f = score_sequence([through_grid(gt) for gt in gts], gts)
             j_means.append(j.mean())
             f_means.append(f.mean())
     j, f = float(np.mean(j_means)), float(np.mean(f_means))
@@ -89,8 +88,10 @@ def main() -> None:
     parser.add_argument("--prob-box", type=float, default=0.2,
                         help="share of box prompts among first prompts (official 0.5; the score is for points)")
     parser.add_argument("--video-freeze",
-                        default="image_encoder,prompt_encoder,mask_decoder,-object_score,no_mem_embed",
+                        default="image_encoder",
                         help="parts the video phase leaves as the image phase trained them ('' trains everything)")
+    parser.add_argument("--video-image-batch", type=int, default=8,
+                        help="training images mixed into every video step (masklet.train image_data=; 0: none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the trainer's, a GPU if any)")
@@ -134,7 +135,9 @@ def main() -> None:
         video_run = masklet.train(model=str(image_run["last"]), data=str(data / "train_clips"),
                                   epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
                                   name="video", batch=opts.video_batch, num_frames=8, max_objects=2,
-                                  freeze=opts.video_freeze or None, **train_args)
+                                  freeze=opts.video_freeze or None, **train_args,
+                                  image_data=str(data / "train_images") if opts.video_image_batch else None,
+                                  image_batch=opts.video_image_batch or None)
     t_video = time.perf_counter() - t2
 
     model = masklet.load_model(video_run["last"])
@@ -158,6 +161,7 @@ def main() -> None:
         "train_images": opts.train_images, "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections, "prob_box": opts.prob_box,
         "batch": opts.batch, "video_batch": opts.video_batch, "video_freeze": opts.video_freeze,
+        "video_image_batch": opts.video_image_batch,
         "heldout_images": opts.val_images, "heldout_clips": opts.val_clips,
         "mIoU@1": round(float(interactive["mIoU@1"]), 4),
         "mIoU@3": round(float(interactive.get("mIoU@3", float("nan"))), 4),

@@ -139,6 +139,28 @@ def write_clip(src, dst, frames: int, size=None) -> str:
     return str(dst)
 
 
+def write_box_clips(root: Path, frames: int = 6, seed: int = 2) -> Path:
+    """A DAVIS-layout dataset (JPEGImages/ + Annotations/ palette PNGs) of 2 clips at 48x64 over noise: object
+    1 a red box moving right, object 2 a box that vanishes after frame 3."""
+    import numpy as np
+    from PIL import Image
+
+    from masklet.val.datasets import write_palette_png
+
+    rng = np.random.default_rng(seed)
+    for name in ("v1", "v2"):
+        (root / "JPEGImages" / name).mkdir(parents=True)
+        for t in range(frames):
+            img = (rng.random((48, 64, 3)) * 40).astype(np.uint8)
+            lab = np.zeros((48, 64), np.uint8)
+            lab[10:20, 5 + 3 * t:20 + 3 * t] = 1
+            lab[30:40, 40:55] = 2 if t < 4 else 0
+            img[lab == 1] = (200, 30, 30)
+            Image.fromarray(img).save(root / "JPEGImages" / name / f"{t:05d}.jpg")
+            write_palette_png(root / "Annotations" / name / f"{t:05d}.png", lab)
+    return root
+
+
 def pytest_configure(config):
     # The fixtures put small random weights under larger models' names on purpose (README examples run offline
     # that way); the VariantNameWarning this gives is asserted in test_first_hour.py, not repeated in every summary.

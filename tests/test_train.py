@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_fixture
+from conftest import load_fixture, write_box_clips
 from PIL import Image
 
 from masklet.models.build import build_model
@@ -18,7 +18,6 @@ from masklet.train.loss import SAM2Loss
 from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
 from masklet.utils.boxes import masks_to_boxes
-from masklet.val.datasets import write_palette_png
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
@@ -295,17 +294,7 @@ def test_augmentation_moves_image_and_masks_together(tmp_path):
 
 
 def test_video_dataset_clips(tmp_path):
-    rng = np.random.default_rng(2)
-    for name in ("v1", "v2"):
-        (tmp_path / "JPEGImages" / name).mkdir(parents=True)
-        for t in range(6):
-            img = (rng.random((48, 64, 3)) * 40).astype(np.uint8)
-            lab = np.zeros((48, 64), np.uint8)
-            lab[10:20, 5 + 3 * t:20 + 3 * t] = 1
-            lab[30:40, 40:55] = 2 if t < 4 else 0
-            img[lab == 1] = (200, 30, 30)
-            Image.fromarray(img).save(tmp_path / "JPEGImages" / name / f"{t:05d}.jpg")
-            write_palette_png(tmp_path / "Annotations" / name / f"{t:05d}.png", lab)
+    write_box_clips(tmp_path)
     assert detect_format(tmp_path) == "vos"
     ds = VideoTrainDataset(tmp_path, 64, num_frames=4, augment=Augment.none(), max_objects=3)
     images, masks = ds[0]

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_box_clips
 from PIL import Image
 
 import masklet
 from masklet.cli import main
 from masklet.models.build import infer_variant, load_model
-from masklet.train.trainer import Trainer
+from masklet.train.trainer import Trainer, TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(model="sam2_test", imgsz=128, batch=1, lr=1e-3, corrections=1, amp=False, verbose=False)
@@ -136,6 +137,54 @@ def test_resume_continues_the_schedule_exactly(dataset, tmp_path, monkeypatch):
     for ra, rb in zip(rows_a, rows_b):
         assert float(ra["lr"]) == pytest.approx(float(rb["lr"]))
         assert float(ra["train/core_loss"]) == pytest.approx(float(rb["train/core_loss"]), rel=1e-4)
+
+
+def test_image_batches_mixed_into_video_training(dataset, tmp_path, monkeypatch):
+    """image_data=: every video step also trains one image batch; the step's loss is the video loss plus the
+    image loss (each over its own objects), and the image batches keep coming past the end of the images."""
+    clips = write_box_clips(tmp_path / "clips", frames=4)
+    args = dict(data=str(clips), image_data=str(dataset), image_batch=3, epochs=1, num_frames=3, max_objects=2,
+                val=False, project=str(tmp_path / "runs"), **FAST)
+    with pytest.raises(ValueError, match="image_data= mixes image batches into video training"):
+        masklet.train(**{**args, "data": str(dataset)})
+    with pytest.raises(ValueError, match="image_batch must be a positive integer"):
+        masklet.train(**{**args, "image_batch": 0})
+    trainer = Trainer(**args)
+    trainer._setup()
+    video = next(iter(trainer.loader))
+    stream = trainer._image_batches(0)
+    images = [next(stream) for _ in range(3)]  # 4 images, 3 per batch: the third batch is from the second pass
+    assert [len(b["images"]) for b in images] == [3, 1, 3]
+
+    def seeded() -> torch.Generator:
+        torch.manual_seed(0)  # the memory attention's dropout
+        return torch.Generator().manual_seed(7)
+
+    mixed = trainer.step_module(video, seeded(), images[0])
+    generator = seeded()
+    alone = trainer.step_module(video, generator)
+    image = trainer.step_module._image_loss(images[0], generator)  # the same generator, drawn on after the video
+    assert float(image["loss_dice"].detach()) > 0
+    for key, value in mixed.items():
+        torch.testing.assert_close(value, alone[key] + image[key], rtol=1e-5, atol=1e-6)
+    # the whole run: one image batch per video step (2 clips, batch 1); the image encoder stays frozen
+    sizes: list[int] = []
+    image_loss = TrainStep._image_loss
+
+    def counted(self, batch, generator):
+        sizes.append(len(batch["images"]))
+        return image_loss(self, batch, generator)
+
+    monkeypatch.setattr(TrainStep, "_image_loss", counted)
+    torch.manual_seed(0)
+    net = masklet.build_model("sam2_test")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    result = masklet.train(**{**args, "model": net, "freeze": "image_encoder"})
+    assert sizes == [3, 1] and int(result["metrics"][-1]["step"]) == 2
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(before[k], v)}
+    assert any(k.startswith("sam_mask_decoder.") for k in changed) and any(k.startswith("memory_attention.")
+                                                                          for k in changed)
+    assert not any(k.startswith("image_encoder.") for k in changed)
 
 
 def test_command_line(dataset, tmp_path, capsys):
