@@ -524,7 +524,7 @@ def train_cli(args: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(args)
     if isinstance(kwargs.get("freeze"), (list, tuple)):
         kwargs["freeze"] = ",".join(map(str, kwargs["freeze"]))
-    for key in ("data", "val", "project", "name"):
+    for key in ("data", "image_data", "val", "project", "name"):
         if key in kwargs and isinstance(kwargs[key], (int, float)) and not isinstance(kwargs[key], bool):
             kwargs[key] = str(kwargs[key])
     if kwargs.get("data") is None:
