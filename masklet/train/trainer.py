@@ -196,9 +196,8 @@ class Trainer:
         if args["data"] is None:
             raise ValueError("data= is required: a COCO JSON, an images/+masks/ or images/+labels/ folder, or a "
                              "DAVIS-layout video dataset")
-        for key in ("epochs", "batch", "accumulate", "num_frames", "max_objects", "image_batch"):
-            if key == "image_batch" and args[key] is None:
-                continue
+        optional = ("image_batch",) if args["image_batch"] is not None else ()
+        for key in ("epochs", "batch", "accumulate", "num_frames", "max_objects", *optional):
             if not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
         self.recipe = PromptRecipe(corrections=args["corrections"], prob_box=args["prob_box"])  # checks both
@@ -272,9 +271,7 @@ class Trainer:
             self.dataset = VideoTrainDataset(a["data"], self.imgsz, a["num_frames"], Augment(), a["max_objects"],
                                              a["seed"])
             collate = collate_video
-        self.sampler = RankSampler(len(self.dataset), a["seed"], self.rank, self.world)
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=a["batch"], sampler=self.sampler,
-                                                  collate_fn=collate, num_workers=a["workers"])
+        self.sampler, self.loader = self._loader(self.dataset, a["batch"], collate, a["seed"])
         self.image_loader = None
         if a["image_data"] is not None:
             if self.mode != "video":
@@ -282,10 +279,8 @@ class Trainer:
                                  "DAVIS-layout video dataset (for images alone, pass them as data=)")
             self.image_dataset = ImageTrainDataset(a["image_data"], self.imgsz, Augment(), a["max_objects"],
                                                    a["seed"] + 1)
-            self.image_sampler = RankSampler(len(self.image_dataset), a["seed"] + 1, self.rank, self.world)
-            self.image_loader = torch.utils.data.DataLoader(
-                self.image_dataset, batch_size=a["image_batch"] or a["batch"], sampler=self.image_sampler,
-                collate_fn=collate_images, num_workers=a["workers"])
+            self.image_sampler, self.image_loader = self._loader(self.image_dataset, a["image_batch"] or a["batch"],
+                                                                 collate_images, a["seed"] + 1)
         self.steps_per_epoch = math.ceil(len(self.loader) / a["accumulate"])
         self.total_steps = self.steps_per_epoch * a["epochs"]
         self.amp_dtype = _amp_dtype(self.device, a["amp"])
@@ -306,6 +301,13 @@ class Trainer:
             saved["model"] = saved["model"] if isinstance(saved["model"], str) else self.model_name
             (self.save_dir / "args.json").write_text(json.dumps(saved, indent=1, default=str))
         self.val_data = self._val_data()
+
+    def _loader(self, dataset: Any, batch: int, collate: Any,
+                seed: int) -> tuple[RankSampler, torch.utils.data.DataLoader]:
+        """This rank's seeded sampler over `dataset` and the DataLoader that batches it."""
+        sampler = RankSampler(len(dataset), seed, self.rank, self.world)
+        return sampler, torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
+                                                    num_workers=self.args["workers"])
 
     def _val_data(self) -> str | None:
         val = self.args["val"]
