@@ -46,11 +46,17 @@ def script(predictor, frames):
     return out
 
 
-def test_onnx_video_matches_torch(tmp_path):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The tiny model and its ONNX export folder (exported once for the module)."""
+    model = tiny_sam2()
+    return model, masklet.export(model=model, imgsz=256, project=str(tmp_path_factory.mktemp("onnx")), progress=False)
+
+
+def test_onnx_video_matches_torch(exported):
     from masklet.onnx import OnnxVideoPredictor
 
-    model = tiny_sam2()
-    folder = masklet.export(model=model, imgsz=256, project=str(tmp_path), progress=False)
+    model, folder = exported
     frames = [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(6)]
     want = script(VideoPredictor(model, feature_cache=6), frames)
     got = script(OnnxVideoPredictor(folder, feature_cache=6), frames)
@@ -61,6 +67,34 @@ def test_onnx_video_matches_torch(tmp_path):
         flipped = int(((g > 0) != (w > 0)).sum())
         assert flipped <= 1e-4 * g.size, f"{label}: {flipped} of {g.size} pixels differ"
         assert np.abs(g - w).max() <= 1e-2, label
+
+
+@pytest.mark.parametrize("call, kw", [
+    ("points", {"points": [[10, 10], [20, 20]], "labels": [1]}),
+    ("points", {"points": [[[10, 10]], [[20, 20]]], "labels": [[1], [1]]}),
+    ("points", {"points": [[10, 10]], "labels": [1], "box": [[0, 0, 5, 5], [1, 1, 6, 6]]}),
+    ("points", {"points": [[5000, 10]], "labels": [1]}),
+    ("points", {"box": [0, 0, 5, 5], "clear_old_points": False}),
+    ("mask", {"mask": np.arange(40 * 48).reshape(40, 48) % 3}),
+    ("mask", {"mask": np.full((40, 48), 0.3, np.float32)}),
+    ("mask", {"mask": np.zeros((2, 40, 48), bool)}),
+    ("mask", {"mask": np.zeros((41, 48), bool)}),
+])
+def test_onnx_video_prompt_errors_match_torch(exported, call, kw):
+    """A bad prompt gets the same error from OnnxVideoPredictor as from VideoPredictor (the checks are shared in
+    VideoObjects): a float mask of 0.3 or a label map is refused by both, not thresholded by one of them."""
+    from masklet.onnx import OnnxVideoPredictor
+
+    model, folder = exported
+    frames = [np.zeros((40, 48, 3), np.uint8)] * 2
+    errors = []
+    for predictor in (VideoPredictor(model), OnnxVideoPredictor(folder)):
+        state = predictor.init_state(frames)
+        add = predictor.add_new_mask if call == "mask" else predictor.add_new_points_or_box
+        with pytest.raises((ValueError, TypeError)) as err:
+            add(state, 0, 1, **kw)
+        errors.append((type(err.value), str(err.value)))
+    assert errors[0] == errors[1]
 
 
 @pytest.mark.skipif(__import__("os").environ.get("MASKLET_SLOW_TESTS", "") in ("", "0"),

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..data.preprocess import InputSpec
 from ..predictors import memory_bank
-from ..predictors.prompts import NORMALIZED_COORDS_HINT, PromptError, check_inside, official_prompts
 from ..predictors.video_objects import FrameResult, ObjectIndex, TrackedObject, VideoObjects, open_video
 from .image import decoder_points, input_spec, select_masks
 from .ops import fill_holes_numpy, resize_bilinear, round_to_bfloat16
@@ -85,32 +84,15 @@ class OnnxVideoPredictor(VideoObjects):
         """Clicks (points (N, 2), labels (N,)) and/or a box (4,) for an object on a frame, as
         `VideoPredictor.add_new_points_or_box`. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W))."""
         frame_idx = self._check_frame(state, frame_idx)
-        self._check_points_or_box(points, labels, box, clear_old_points)
-        prompts = official_prompts(points, labels, box)
-        if prompts.batch > 1:
-            raise PromptError("add_new_points_or_box takes the prompts of one object: points (N, 2) and box (4,)")
-        if normalize_coords:
-            check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
-        coords = [] if prompts.points is None else [prompts.points.astype(np.float32)]
-        lbls = [] if prompts.labels is None else [prompts.labels.astype(np.int64)]
-        if prompts.boxes is not None:
-            coords.insert(0, prompts.boxes.astype(np.float32).reshape(1, 2, 2))
-            lbls.insert(0, np.array([[2, 3]], np.int64))
-        new_points, new_labels = np.concatenate(coords, axis=1), np.concatenate(lbls, axis=1)
-        if normalize_coords:
-            new_points = new_points / np.array([state.video_width, state.video_height], np.float32)
-        new_points = (new_points * self.image_size).astype(np.float32)
+        new_points, new_labels = self._prompt_points(state, points, labels, box, clear_old_points, normalize_coords)
+        new_labels = new_labels.astype(np.int64)
         return self._add_points(state, frame_idx, obj_id, new_points, new_labels, clear_old_points)
 
     def add_new_mask(self, state: OnnxVideoState, frame_idx: int, obj_id: int,
                      mask: Any) -> tuple[int, list[int], np.ndarray]:
         """An object's mask (H, W) bool at video resolution on a frame."""
         frame_idx = self._check_frame(state, frame_idx)
-        mask = np.asarray(mask)
-        if mask.ndim != 2 or mask.shape != (state.video_height, state.video_width):
-            raise ValueError(f"mask must be a 2-D array of the video's size ({state.video_height}, "
-                             f"{state.video_width}), got shape {mask.shape}")
-        mask_in = mask.astype(bool).astype(np.float32)[None, None]
+        mask_in = self._prompt_mask(state, mask).astype(np.float32)[None]
         if mask_in.shape[-2:] != (self.image_size, self.image_size):
             mask_in = resize_bilinear(mask_in, (self.image_size, self.image_size), antialias=True)
             mask_in = (mask_in >= 0.5).astype(np.float32)

@@ -25,7 +25,6 @@ from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
 from ..utils.masks import fill_holes
 from . import memory_bank
 from .precision import autocast, resolve_dtype
-from .prompts import NORMALIZED_COORDS_HINT, binary_masks, check_inside, official_prompts
 from .video_objects import FrameResult, ObjectIndex, TrackedObject, VideoObjects, open_video
 
 
@@ -166,20 +165,9 @@ class VideoPredictor(VideoObjects):
         a frame. Returns (frame_idx, obj_ids, masks (num_objects, 1, H, W) video-resolution logits)."""
         self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
-        self._check_points_or_box(points, labels, box, clear_old_points)
-        prompts = official_prompts(points, labels, box, single_object=True)
-        if normalize_coords:
-            check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
-        coords = [] if prompts.points is None else [torch.as_tensor(prompts.points, dtype=torch.float32)]
-        lbls = [] if prompts.labels is None else [torch.as_tensor(prompts.labels, dtype=torch.int32)]
-        if prompts.boxes is not None:
-            coords.insert(0, torch.as_tensor(prompts.boxes, dtype=torch.float32).reshape(1, 2, 2))
-            lbls.insert(0, torch.tensor([[2, 3]], dtype=torch.int32))
-        new_points, new_labels = torch.cat(coords, dim=1), torch.cat(lbls, dim=1)
-        if normalize_coords:
-            new_points = new_points / torch.tensor([state.video_width, state.video_height], dtype=torch.float32)
-        new_points = (new_points * self.image_size).to(state.device)
-        new_labels = new_labels.to(state.device)
+        new_points, new_labels = self._prompt_points(state, points, labels, box, clear_old_points, normalize_coords)
+        new_points = torch.from_numpy(new_points).to(state.device)
+        new_labels = torch.from_numpy(new_labels).to(state.device)
         return self._add_points(state, frame_idx, obj_id, new_points, new_labels, clear_old_points)
 
     @torch.inference_mode()
@@ -188,9 +176,7 @@ class VideoPredictor(VideoObjects):
         """Give an object's mask (H, W) bool at video resolution on a frame."""
         self._check_editable(state)
         frame_idx = self._check_frame(state, frame_idx)
-        binary = binary_masks(mask, (state.video_height, state.video_width), "mask", allow_float=True,
-                              single_object=True)
-        mask_in = torch.from_numpy(binary).float()[None].to(state.device)
+        mask_in = torch.from_numpy(self._prompt_mask(state, mask)).float()[None].to(state.device)
         if mask_in.shape[-2:] != (self.image_size, self.image_size):
             mask_in = F.interpolate(mask_in, size=(self.image_size, self.image_size), mode="bilinear",
                                     align_corners=False, antialias=True)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import memory_bank
+from .prompts import NORMALIZED_COORDS_HINT, binary_masks, check_inside, official_prompts
 
 
 @dataclass
@@ -179,6 +180,32 @@ class VideoObjects:
         if box is not None and not clear_old_points:
             raise ValueError("a box can only be added with clear_old_points=True (the box is the first prompt of "
                              "the object on this frame)")
+
+    def _prompt_points(self, state: Any, points: Any, labels: Any, box: Any, clear_old_points: bool,
+                       normalize_coords: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The checks and conversion of `add_new_points_or_box`, one for the torch and ONNX predictors: (1, N, 2)
+        float32 model-input coordinates (a box first, as its two corners with labels 2 and 3, as the official
+        predictor) and (1, N) int32 labels. ValueError / PromptError for missing, misshapen or outside prompts."""
+        self._check_points_or_box(points, labels, box, clear_old_points)
+        prompts = official_prompts(points, labels, box, single_object=True)
+        if normalize_coords:
+            check_inside(prompts, state.video_height, state.video_width, NORMALIZED_COORDS_HINT)
+        coords = [] if prompts.points is None else [np.asarray(prompts.points, np.float32)]
+        lbls = [] if prompts.labels is None else [np.asarray(prompts.labels, np.int32)]
+        if prompts.boxes is not None:
+            coords.insert(0, np.asarray(prompts.boxes, np.float32).reshape(1, 2, 2))
+            lbls.insert(0, np.array([[2, 3]], np.int32))
+        new_points, new_labels = np.concatenate(coords, axis=1), np.concatenate(lbls, axis=1)
+        if normalize_coords:
+            new_points = new_points / np.array([state.video_width, state.video_height], np.float32)
+        return new_points * np.float32(self.image_size), new_labels
+
+    @staticmethod
+    def _prompt_mask(state: Any, mask: Any) -> np.ndarray:
+        """`add_new_mask`'s mask checked as one object's binary mask of the video's size: (1, H, W) bool
+        (PromptError for another shape, a label map or a float mask with values other than 0 and 1)."""
+        return binary_masks(mask, (state.video_height, state.video_width), "mask", allow_float=True,
+                            single_object=True)
 
     def _add_points(self, state: Any, frame_idx: int, obj_id: int, new_points: Any, new_labels: Any,
                     clear_old_points: bool) -> tuple[int, list[int], Any]:
