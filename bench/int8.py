@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from compiled import chains
 
+from masklet.utils.masks import mask_iou
+
 PARTS = ("trunk", "memory_attention", "decoder")
 
 
@@ -34,12 +36,6 @@ def quantized(module: torch.nn.Module) -> torch.nn.Module:
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear}, dtype=torch.qint8)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = np.logical_and(a, b).sum(axis=(-1, -2))
-    union = np.logical_or(a, b).sum(axis=(-1, -2))
-    return (inter / np.maximum(union, 1)).reshape(-1)
 
 
 def image_case_ious(model: Any) -> dict[str, Any]:
@@ -67,10 +63,10 @@ def image_case_ious(model: Any) -> dict[str, Any]:
         trunk, transformer = model.image_encoder.trunk, model.sam_mask_decoder.transformer
         model.image_encoder.trunk = quantized(trunk)
         try:
-            ious = np.concatenate([_iou(a, b) for a, b in zip(base, masks())])
+            ious = np.concatenate([np.ravel(mask_iou(a, b)) for a, b in zip(base, masks())])
             result["int8_trunk"] = {"mean_iou": float(ious.mean()), "min_iou": float(ious.min()), "n": len(ious)}
             model.sam_mask_decoder.transformer = quantized(transformer)
-            ious = np.concatenate([_iou(a, b) for a, b in zip(base, masks())])
+            ious = np.concatenate([np.ravel(mask_iou(a, b)) for a, b in zip(base, masks())])
             result["int8_trunk_and_decoder"] = {"mean_iou": float(ious.mean()), "min_iou": float(ious.min()),
                                                 "n": len(ious)}
         finally:

@@ -39,6 +39,7 @@ SLOW = os.environ.get("MASKLET_SLOW_TESTS") == "1"
 from masklet.data.images import read_image
 from masklet.models.build import load_model
 from masklet.predictors.image import ImagePredictor
+from masklet.utils.masks import mask_iou
 
 
 def _masks_for_every_case(predictor: ImagePredictor, ref: dict) -> dict[str, np.ndarray]:
@@ -51,12 +52,6 @@ def _masks_for_every_case(predictor: ImagePredictor, ref: dict) -> dict[str, np.
     return masks
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = np.logical_and(a, b).sum(axis=(-1, -2))
-    union = np.logical_or(a, b).sum(axis=(-1, -2))
-    return (inter / np.maximum(union, 1)).reshape(-1)
-
-
 def test_bfloat16_masks_agree_with_float32():
     ref = load_fixture("sam2.1_hiera_t_image_case.pt")
     model = load_model(reference_state_dict())
@@ -66,7 +61,8 @@ def test_bfloat16_masks_agree_with_float32():
         predictor = ImagePredictor(model, dtype=dtype)
         predictor.set_image(image)
         per_dtype[dtype] = _masks_for_every_case(predictor, ref)
-    ious = np.concatenate([_iou(per_dtype[None][name], per_dtype["bfloat16"][name]) for name in ref["prompts"]])
+    ious = np.concatenate([np.ravel(mask_iou(per_dtype[None][name], per_dtype["bfloat16"][name]))
+                           for name in ref["prompts"]])
     assert len(ious) == 12
     assert ious.mean() >= 0.98, f"bfloat16 vs float32 mean IoU {ious.mean():.4f}: {np.round(ious, 4)}"
     assert ious.min() >= 0.95, f"bfloat16 vs float32 lowest IoU {ious.min():.4f}: {np.round(ious, 4)}"
@@ -94,7 +90,7 @@ def _replay_video_bf16(steps: int) -> list[float]:
             record = step["masks"] if key is None else step["masks"][key]
             expected = _packed_mask(record, tuple(record["shape"]))
             assert masks.shape == expected.shape, (tuple(masks.shape), expected.shape)
-            ious.extend(_iou((masks > 0).numpy()[:, 0], expected[:, 0]).tolist())
+            ious.extend(np.ravel(mask_iou((masks > 0).numpy()[:, 0], expected[:, 0])).tolist())
 
     replay_steps(predictor, state, ref["steps"][:steps], compare)
     return ious
@@ -144,7 +140,7 @@ def test_bfloat16_segment_everything_agrees_with_float32(name):
     assert len(out32) == len(case["masks"])  # the float32 run is the reference's (tests/test_everything.py)
     # What bf16 changes is the decoder's output: every candidate (all points x 3 masks, before filtering and
     # NMS) at low resolution, against float32.
-    cand = _iou((low32 > 0).numpy(), (low16 > 0).numpy())
+    cand = np.ravel(mask_iou((low32 > 0).numpy(), (low16 > 0).numpy()))
     assert len(cand) == len(low32) >= 3 * 16 * 16
     area = (low32 > 0).flatten(1).float().mean(1).numpy()
     print(f"{name}: candidates {len(cand)} mean IoU {cand.mean():.4f} lowest {cand.min():.4f} quantiles 1/5/10% "
@@ -163,7 +159,7 @@ def test_bfloat16_segment_everything_agrees_with_float32(name):
     # of the image) turns on predicted IoUs a few thousandths apart, so bf16 may keep other points' masks (and
     # does differently with 1 or 2 threads); the masks of the points both runs keep must agree.
     by_point = {tuple(r["point_coords"][0]): r["segmentation"] for r in out16}
-    same = [_iou(by_point[tuple(r["point_coords"][0])][None], r["segmentation"][None])[0]
+    same = [mask_iou(by_point[tuple(r["point_coords"][0])], r["segmentation"])
             for r in out32 if tuple(r["point_coords"][0]) in by_point]
     assert len(out16) >= 1 and len(same) >= 1
     assert min(same) >= 0.95, f"{name}: masks of the points both runs keep: IoU {np.round(same, 4)}"
@@ -262,7 +258,7 @@ def test_half_runs_the_encoder_in_bfloat16_on_cpu(small_sam, picture):
     assert model.predictor.dtype == torch.bfloat16  # a new predictor: cached float32 features are not reused
     assert half.masks.data.shape == full.masks.data.shape
     a, b = full.masks.data.numpy(), half.masks.data.numpy()
-    assert _iou(a, b).min() > 0.9
+    assert np.min(mask_iou(a, b)) > 0.9
     model(picture, points=[100, 80], labels=[1], dtype="float16")
     assert model.predictor.dtype == torch.float16
     model(picture, points=[100, 80], labels=[1], dtype="float32", half=True)  # an explicit dtype wins
