@@ -20,7 +20,8 @@ head trained), and sees 4,000 clips once, 4 per step (batched clips run ~1.9x th
 a time on a CPU). Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
 and load. Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic on several
 threads is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
-the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command).
+the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command before the generator
+left shapes mostly hidden behind others unlabelled).
 """
 from __future__ import annotations
 

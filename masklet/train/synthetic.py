@@ -89,16 +89,19 @@ def shapes_image(rng: np.random.Generator, backgrounds: Sequence[np.ndarray], h:
     occlude earlier ones; a shape left with under 1/3 of its area visible is dropped)."""
     image = random_crop(rng, backgrounds[rng.integers(len(backgrounds))], h, w)
     ids = np.zeros((h, w), np.uint8)
-    count = 0
+    areas = []
     for _ in range(rng.integers(1, max_shapes + 1)):
         mask = shape_mask(rng, h, w, rng.uniform(0.25, 0.6) * min(h, w))
         image[mask] = texture(rng, backgrounds, h, w)[mask]
-        count += 1
-        ids[mask] = count
+        areas.append(int(mask.sum()))
+        ids[mask] = len(areas)
     kept = np.zeros_like(ids)
     k = 0
-    for i in range(1, count + 1):
-        if (ids == i).sum() > 80:
+    for i, area in enumerate(areas, 1):
+        visible = int((ids == i).sum())
+        # a shape mostly hidden behind later ones is an ambiguous target (a click on a sliver between two
+        # occluders); it stays drawn but becomes background
+        if visible > 80 and 3 * visible >= area:
             k += 1
             kept[ids == i] = k
     return image, kept
