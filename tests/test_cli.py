@@ -209,3 +209,24 @@ def test_missing_extra_is_a_one_line_error(monkeypatch, capsys):
     assert main(["app", "source=."]) == 1
     err = capsys.readouterr().err
     assert err.startswith("masklet: error: masklet app needs fastapi") and "Traceback" not in err
+
+
+def test_app_extra_check_names_each_missing_package(monkeypatch):
+    """The [app] check finds its packages without importing them (python-multipart's old `multipart` alias warns
+    on import) and names every missing one with the pip command."""
+    import importlib.util
+    import warnings
+
+    import masklet.app as app
+
+    find_spec = importlib.util.find_spec
+    for gone, named in ((("uvicorn",), "uvicorn"), (("python_multipart", "multipart"), "python-multipart")):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, gone=gone: None if name in gone
+                            else find_spec(name, *a))
+        with pytest.raises(ImportError, match=f"masklet app needs {named}: pip install 'masklet\\[app\\]'"):
+            app._require_extra()
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    if find_spec("fastapi") and find_spec("uvicorn") and find_spec("python_multipart"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            app._require_extra()  # all there: no error and no deprecation warning

@@ -398,7 +398,7 @@ def test_loss_falls_over_a_few_steps():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
     assert history[-1] < 0.5 * history[0], history
 
 

@@ -25,12 +25,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _require_extra() -> None:
-    missing = []
-    for name in ("fastapi", "uvicorn", "multipart"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append("python-multipart" if name == "multipart" else name)
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    # python-multipart installs `python_multipart` (0.0.13 on) and, for older code, a deprecated `multipart`
+    # alias that warns when imported: look for either without importing it
+    if all(importlib.util.find_spec(name) is None for name in ("python_multipart", "multipart")):
+        missing.append("python-multipart")
     if missing:
         raise ImportError(f"masklet app needs {', '.join(missing)}: pip install 'masklet[app]'")
 
