@@ -158,7 +158,7 @@ def main() -> None:
         "bench": "train_synthetic", "model": model.config.name,
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "imgsz": opts.imgsz, "threads": opts.threads, "seed": opts.seed, "init": opts.init, "amp": opts.amp,
-        "device": opts.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # the trainer's default
+        "device": video_run["device"],
         "train_images": opts.train_images, "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections, "prob_box": opts.prob_box,
         "batch": opts.batch, "video_batch": opts.video_batch, "video_freeze": opts.video_freeze,

@@ -422,6 +422,7 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
                               "--val-images", "3", "--train-clips", "2", "--val-clips", "1", "--image-epochs", "1",
                               "--video-epochs", "1", "--batch", "4", "--threads", "1")
     assert result["model"] == "sam2_test_wide" and result["corrections"] == 0
+    assert result["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # what the trainer chose
     assert 0.0 <= result["mIoU@1"] <= 1.0 and 0.0 <= result["J&F"] <= 1.0
     assert 0.0 <= result["J&F_lowres_ceiling"]["J&F"] <= 1.0
     assert set(result["minutes"]) == {"data", "image_training", "video_training", "evaluation", "total"}

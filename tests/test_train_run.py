@@ -57,7 +57,7 @@ def _rows(path: Path) -> list[dict]:
 def test_run_folder_checkpoints_and_metrics(dataset, tmp_path):
     result = masklet.train(data=str(dataset), epochs=2, project=str(tmp_path), val_samples=2, **FAST)
     run = tmp_path / "exp"
-    assert result["save_dir"] == run
+    assert result["save_dir"] == run and result["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
     for name in ("weights/last.pt", "weights/best.pt", "metrics.csv", "results.png", "args.json"):
         assert (run / name).is_file(), name
     rows = _rows(run / "metrics.csv")

@@ -393,7 +393,8 @@ class Trainer:
             if self.world > 1:
                 torch.distributed.barrier()
         result = {"save_dir": self.save_dir, "last": self.save_dir / "weights" / "last.pt",
-                  "best": self.save_dir / "weights" / "best.pt", "metrics": rows, "best_fitness": self.best_fitness}
+                  "best": self.save_dir / "weights" / "best.pt", "metrics": rows, "best_fitness": self.best_fitness,
+                  "device": str(self.device)}
         if self.is_main and a["verbose"]:
             print(f"Results saved to {self.save_dir}")
         return result
@@ -516,7 +517,7 @@ def train(**kwargs: Any) -> dict[str, Any]:
 
     Returns {"save_dir", "last", "best" (paths of the checkpoints), "metrics" (one dict per epoch, as in
     metrics.csv), "best_fitness" (best validation mIoU@1 / J&F, or minus the training loss without
-    validation)}. Raises ValueError / FileNotFoundError for bad arguments or data, before any training.
+    validation), "device" (what it trained on, e.g. "cpu", "cuda:0")}. Raises ValueError / FileNotFoundError for bad arguments or data, before any training.
     """
     return Trainer(**kwargs).run()
 
