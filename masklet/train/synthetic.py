@@ -86,7 +86,8 @@ def shape_mask(rng: np.random.Generator, h: int, w: int, size: float, center: tu
 def shapes_image(rng: np.random.Generator, backgrounds: Sequence[np.ndarray], h: int = 160, w: int = 160,
                  max_shapes: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """An image with 1..max_shapes textured shapes over a photo crop, and its instance-id map (later shapes
-    occlude earlier ones; a shape left with under 1/3 of its area visible is dropped)."""
+    occlude earlier ones; a shape left with under 1/3 of its area, or 80 pixels or fewer, in view stays drawn
+    but is background in the id map)."""
     image = random_crop(rng, backgrounds[rng.integers(len(backgrounds))], h, w)
     ids = np.zeros((h, w), np.uint8)
     areas = []

@@ -517,7 +517,8 @@ def train(**kwargs: Any) -> dict[str, Any]:
 
     Returns {"save_dir", "last", "best" (paths of the checkpoints), "metrics" (one dict per epoch, as in
     metrics.csv), "best_fitness" (best validation mIoU@1 / J&F, or minus the training loss without
-    validation), "device" (what it trained on, e.g. "cpu", "cuda:0")}. Raises ValueError / FileNotFoundError for bad arguments or data, before any training.
+    validation), "device" (what it trained on, e.g. "cpu", "cuda:0")}. Raises ValueError / FileNotFoundError
+    for bad arguments or data, before any training.
     """
     return Trainer(**kwargs).run()
 
