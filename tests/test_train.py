@@ -430,7 +430,6 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
     assert (tmp_path / "run" / "sam2_test_wide_synthetic.pt").is_file()
 
 
-
 def test_synthetic_images_label_only_shapes_mostly_in_view(monkeypatch):
     """masklet.train.synthetic.shapes_image labels a shape only when at least a third of it (and over 80 px)
     stays in view after the later shapes are drawn over it; the others stay drawn but are background (a click on

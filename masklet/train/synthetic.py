@@ -99,12 +99,13 @@ def shapes_image(rng: np.random.Generator, backgrounds: Sequence[np.ndarray], h:
     kept = np.zeros_like(ids)
     k = 0
     for i, area in enumerate(areas, 1):
-        visible = int((ids == i).sum())
+        in_view = ids == i
+        visible = int(in_view.sum())
         # a shape mostly hidden behind later ones is an ambiguous target (a click on a sliver between two
         # occluders); it stays drawn but becomes background
         if visible > 80 and 3 * visible >= area:
             k += 1
-            kept[ids == i] = k
+            kept[in_view] = k
     return image, kept
 
 

@@ -277,10 +277,11 @@ class Trainer:
             if self.mode != "video":
                 raise ValueError("image_data= mixes image batches into video training: data= must then be a "
                                  "DAVIS-layout video dataset (for images alone, pass them as data=)")
+            image_seed = a["seed"] + 1  # an order and augmentation of their own, not the clips'
             self.image_dataset = ImageTrainDataset(a["image_data"], self.imgsz, Augment(), a["max_objects"],
-                                                   a["seed"] + 1)
+                                                   image_seed)
             self.image_sampler, self.image_loader = self._loader(self.image_dataset, a["image_batch"] or a["batch"],
-                                                                 collate_images, a["seed"] + 1)
+                                                                 collate_images, image_seed)
         self.steps_per_epoch = math.ceil(len(self.loader) / a["accumulate"])
         self.total_steps = self.steps_per_epoch * a["epochs"]
         self.amp_dtype = _amp_dtype(self.device, a["amp"])
