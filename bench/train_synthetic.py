@@ -16,22 +16,30 @@ encoder pass) and mostly point prompts (`--prob-box 0.2`: the score is for one p
 trains everything but the image encoder (the memory, and the decoder, which learns to decode from memory
 without a prompt), with 8 of the training images mixed into every step (`image_data=`, as Meta mixes SA-1B
 into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
-head trained), and sees 4,000 clips once, 4 per step (batched clips run ~1.9x the clips per second of one at
-a time on a CPU). Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags
-and load. Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic on several
-threads is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
-the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command before the generator
-left shapes mostly hidden behind others unlabelled).
+head trained), and sees the 4,000 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
+one at a time on a CPU). Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on
+two cores, two single-thread processes ran 1.15x the image steps and 1.4x the video clips per second of one
+two-thread process (the ops of a model this small scale badly over threads); `--batch` and the other batch
+sizes are global (split over the processes, so the steps are those of one process with that batch).
+Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags and load.
+Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic of several threads or
+processes is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
+the checkpoint; tests/assets/sam2_test_wide_synthetic.pt came from the default command, seed 0).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import multiprocessing
+import os
 import shutil
+import socket
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -66,6 +74,50 @@ def lowres_ceiling(clips: Path, lowres: int) -> dict[str, float]:
     return {"J&F": round((j + f) / 2, 4), "J": round(j, 4), "F": round(f, 4)}
 
 
+def _train_rank(rank: int, world: int, port: int, threads: int, kwargs: dict[str, Any], result_file: str) -> None:
+    """One DDP process of a training phase (torch.multiprocessing.spawn target): masklet.train joins the gloo
+    group through the environment, as under torchrun; rank 0 writes what the bench needs to `result_file`."""
+    import masklet
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    torch.manual_seed(kwargs["seed"])  # the random initialisation (DDP also broadcasts rank 0's weights)
+    with contextlib.redirect_stdout(sys.stderr):  # trainer lines to stderr: stdout is the JSON alone
+        run = masklet.train(**kwargs)
+    if rank == 0:
+        Path(result_file).write_text(json.dumps({"last": str(run["last"]), "metrics": run["metrics"],
+                                                 "device": run["device"]}))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def train_phase(procs: int, threads: int, **kwargs: Any) -> dict[str, Any]:
+    """masklet.train(**kwargs) in this process (procs=1) or in `procs` spawned DDP processes; returns rank 0's
+    {"last", "metrics", "device"}."""
+    if procs == 1:
+        import masklet
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(kwargs["seed"])  # the random initialisation
+        with contextlib.redirect_stdout(sys.stderr):
+            run = masklet.train(**kwargs)
+        return {"last": str(run["last"]), "metrics": run["metrics"], "device": run["device"]}
+    with socket.socket() as sock:  # a free port for the process group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result_file = Path(kwargs["project"]) / f"{kwargs['name']}_result.json"
+    torch.multiprocessing.spawn(_train_rank, args=(procs, port, threads, kwargs, str(result_file)),
+                                nprocs=procs)
+    return json.loads(result_file.read_text())
+
+
+def per_process(value: int, procs: int, what: str) -> int:
+    if value % procs:
+        raise SystemExit(f"{what}={value} is global: it must divide into --procs {procs} processes")
+    return value // procs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -75,12 +127,15 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=6000)
     parser.add_argument("--val-images", type=int, default=200)
-    parser.add_argument("--train-clips", type=int, default=4000)
+    parser.add_argument("--train-clips", type=int, default=3500)
     parser.add_argument("--val-clips", type=int, default=30)
-    parser.add_argument("--image-epochs", type=int, default=14)
-    parser.add_argument("--video-epochs", type=int, default=1)
+    parser.add_argument("--lowres-epochs", type=int, default=6,
+                        help="image epochs at --lowres-imgsz before the --image-epochs at --imgsz (0: none)")
+    parser.add_argument("--lowres-imgsz", type=int, default=64)
+    parser.add_argument("--image-epochs", type=int, default=11)
+    parser.add_argument("--video-epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--video-batch", type=int, default=4, help="clips per step in the video phase")
+    parser.add_argument("--video-batch", type=int, default=8, help="clips per step in the video phase")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--init", default="mimetic", choices=("mimetic", "default"),
                         help="random initialisation: mimetic (masklet.train's: decoder k_proj = q_proj) or PyTorch's")
@@ -93,18 +148,23 @@ def main() -> None:
                         help="parts the video phase leaves as the image phase trained them ('' trains everything)")
     parser.add_argument("--video-image-batch", type=int, default=8,
                         help="training images mixed into every video step (masklet.train image_data=; 0: none)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--procs", type=int, default=2, help="training processes (DDP over gloo on a CPU)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training process")
     parser.add_argument("--save", default=None, help="copy the final checkpoint here")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the trainer's, a GPU if any)")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast while training (off: the proof run is float32)")
     opts = parser.parse_args()
+    procs, batches = opts.procs, {}
+    for key in ("batch", "video_batch", "video_image_batch"):  # checked before the data is generated
+        batches[key] = per_process(getattr(opts, key), procs, "--" + key.replace("_", "-"))
 
     import masklet
     from masklet.train.synthetic import load_backgrounds, write_image_dataset, write_video_dataset
     from masklet.val import run as val_run
 
-    torch.set_num_threads(opts.threads)
+    cores = opts.procs * opts.threads
+    torch.set_num_threads(cores)  # data and evaluation run here, on all the cores the training used
     import common
 
     machine = common.machine_info(torch.device("cpu"), "float32")  # load average and CPU flags when the run starts
@@ -114,31 +174,43 @@ def main() -> None:
     t0 = time.perf_counter()
     backgrounds = load_backgrounds(opts.data_dir, frames_per_video=3)
     data = out / "data"
-    write_image_dataset(data / "train_images", opts.train_images, backgrounds, opts.seed)
-    write_image_dataset(data / "val_images", opts.val_images, backgrounds, opts.seed + 1000)
-    write_video_dataset(data / "train_clips", opts.train_clips, backgrounds, opts.seed + 2000, frames=8)
-    write_video_dataset(data / "val_clips", opts.val_clips, backgrounds, opts.seed + 3000, frames=12)
+    # each dataset from its own seed, so writing them side by side gives the same files as one after another
+    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = [pool.submit(write_video_dataset, data / "train_clips", opts.train_clips, backgrounds, opts.seed + 2000,
+                            frames=8),
+                pool.submit(write_image_dataset, data / "train_images", opts.train_images, backgrounds, opts.seed),
+                pool.submit(write_image_dataset, data / "val_images", opts.val_images, backgrounds, opts.seed + 1000),
+                pool.submit(write_video_dataset, data / "val_clips", opts.val_clips, backgrounds, opts.seed + 3000,
+                            frames=12)]
+        for job in jobs:
+            job.result()
     t_data = time.perf_counter() - t0
     print(f"data: {t_data:.0f} s", file=sys.stderr)
 
     train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
                       warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=opts.amp,
                       device=opts.device, seed=opts.seed, project=str(out), verbose=True)
-    torch.manual_seed(opts.seed)  # the random initialisation
+    # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them;
+    # first at a quarter of the pixels (progressive resizing: a 64 px step costs 0.4x a 128 px one)
+    image_args = dict(data=str(data / "train_images"), batch=batches["batch"], max_objects=3,
+                      val=str(data / "val_images"), val_samples=30, **train_args)
     t1 = time.perf_counter()
-    # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them
-    with contextlib.redirect_stdout(sys.stderr):  # trainer lines to stderr: stdout is the JSON alone
-        image_run = masklet.train(model=opts.model, data=str(data / "train_images"), epochs=opts.image_epochs,
-                                  batch=opts.batch, max_objects=3, val=str(data / "val_images"), val_samples=30,
-                                  name="image", **train_args)
-        t_image = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        video_run = masklet.train(model=str(image_run["last"]), data=str(data / "train_clips"),
-                                  epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
-                                  name="video", batch=opts.video_batch, num_frames=8, max_objects=2,
-                                  freeze=opts.video_freeze or None, **train_args,
-                                  image_data=str(data / "train_images") if opts.video_image_batch else None,
-                                  image_batch=opts.video_image_batch or None)
+    model: Any = opts.model
+    if opts.lowres_epochs:
+        lowres_run = train_phase(procs, opts.threads, **{**image_args, "imgsz": opts.lowres_imgsz}, model=model,
+                                 epochs=opts.lowres_epochs, name="image_lowres", init=opts.init)
+        model = lowres_run["last"]
+    t_lowres = time.perf_counter() - t1
+    image_run = train_phase(procs, opts.threads, **image_args, model=model, epochs=opts.image_epochs, name="image",
+                            init=opts.init)
+    t_image = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    video_run = train_phase(procs, opts.threads, model=image_run["last"], data=str(data / "train_clips"),
+                            epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
+                            name="video", batch=batches["video_batch"], num_frames=8, max_objects=2,
+                            freeze=opts.video_freeze or None, **train_args,
+                            image_data=str(data / "train_images") if opts.video_image_batch else None,
+                            image_batch=batches["video_image_batch"] or None)
     t_video = time.perf_counter() - t2
 
     model = masklet.load_model(video_run["last"])
@@ -157,9 +229,11 @@ def main() -> None:
     result = {
         "bench": "train_synthetic", "model": model.config.name,
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-        "imgsz": opts.imgsz, "threads": opts.threads, "seed": opts.seed, "init": opts.init, "amp": opts.amp,
+        "imgsz": opts.imgsz, "procs": opts.procs, "threads": opts.threads, "seed": opts.seed, "init": opts.init,
+        "amp": opts.amp,
         "device": video_run["device"],
-        "train_images": opts.train_images, "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
+        "train_images": opts.train_images, "lowres_epochs": opts.lowres_epochs, "lowres_imgsz": opts.lowres_imgsz,
+        "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections, "prob_box": opts.prob_box,
         "batch": opts.batch, "video_batch": opts.video_batch, "video_freeze": opts.video_freeze,
         "video_image_batch": opts.video_image_batch,
@@ -172,6 +246,7 @@ def main() -> None:
         # the decoder's masks are (imgsz / 4)^2 logits: the J&F of the held-out ground truth at that size
         "J&F_lowres_ceiling": lowres_ceiling(data / "val_clips", opts.imgsz // 4),
         "minutes": {"data": round(t_data / 60, 2), "image_training": round(t_image / 60, 2),
+                    "of_which_lowres": round(t_lowres / 60, 2),
                     "video_training": round(t_video / 60, 2), "evaluation": round(t_eval / 60, 2),
                     "total": round((time.perf_counter() - t0) / 60, 2)},
         "checkpoint": str(checkpoint), "checkpoint_MB": round(checkpoint.stat().st_size / 1e6, 2),

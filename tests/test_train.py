@@ -419,13 +419,18 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
 
     data_file("images")
     result = run_bench_script("train_synthetic.py", "--out", str(tmp_path / "run"), "--train-images", "8",
-                              "--val-images", "3", "--train-clips", "2", "--val-clips", "1", "--image-epochs", "1",
-                              "--video-epochs", "1", "--batch", "4", "--threads", "1")
+                              "--val-images", "3", "--train-clips", "2", "--val-clips", "1", "--lowres-epochs", "1",
+                              "--image-epochs", "1", "--video-epochs", "1", "--batch", "4", "--video-batch", "2",
+                              "--video-image-batch", "2")
     assert result["model"] == "sam2_test_wide" and result["corrections"] == 0
+    # each phase trained as two single-thread DDP processes, the 64 px one first
+    assert result["procs"] == 2 and result["threads"] == 1 and result["lowres_imgsz"] == 64
+    assert (tmp_path / "run" / "image_lowres" / "weights" / "last.pt").is_file()
     assert result["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # what the trainer chose
     assert 0.0 <= result["mIoU@1"] <= 1.0 and 0.0 <= result["J&F"] <= 1.0
     assert 0.0 <= result["J&F_lowres_ceiling"]["J&F"] <= 1.0
-    assert set(result["minutes"]) == {"data", "image_training", "video_training", "evaluation", "total"}
+    assert set(result["minutes"]) == {"data", "image_training", "of_which_lowres", "video_training", "evaluation",
+                                      "total"}
     assert {"cpu_capability", "cpu_flags"} <= set(result["machine"])
     assert (tmp_path / "run" / "sam2_test_wide_synthetic.pt").is_file()
 

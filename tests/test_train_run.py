@@ -87,6 +87,7 @@ def test_frozen_parts_do_not_change(dataset, tmp_path):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("sam_mask_decoder.", "sam_prompt_encoder.", "no_mem_embed"))
                            for k in changed)
+    assert "sam_mask_decoder.conv_s0.weight" in changed  # a decoder weight, used on the frozen encoder's output
 
 
 def test_random_initialisation_is_mimetic_unless_asked_and_checkpoints_are_untouched(dataset, tmp_path):
@@ -185,6 +186,8 @@ def test_image_batches_mixed_into_video_training(dataset, tmp_path, monkeypatch)
     assert any(k.startswith("sam_mask_decoder.") for k in changed) and any(k.startswith("memory_attention.")
                                                                           for k in changed)
     assert not any(k.startswith("image_encoder.") for k in changed)
+    # the decoder's high-res projections are applied to the frozen encoder's features but are decoder weights
+    assert {"sam_mask_decoder.conv_s0.weight", "sam_mask_decoder.conv_s1.weight"} <= changed
 
 
 def test_command_line(dataset, tmp_path, capsys):

@@ -5,6 +5,7 @@ the video predictor, which owns it.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -105,9 +106,12 @@ class SAM2Model(nn.Module):
     def prompt_encoder_mask_input_size(self) -> tuple[int, int]:
         return self.sam_prompt_encoder.mask_input_size
 
-    def encode_image(self, images: torch.Tensor) -> ImageFeatures:
-        """(B, 3, S, S) normalised images -> ImageFeatures."""
-        features, pos = self.image_encoder(images)
+    def encode_image(self, images: torch.Tensor, frozen_backbone: bool = False) -> ImageFeatures:
+        """(B, 3, S, S) normalised images -> ImageFeatures. `frozen_backbone` (training with the image encoder
+        frozen) runs the image encoder without autograd; the high-res projections conv_s0 / conv_s1 belong to
+        the mask decoder and keep theirs."""
+        with torch.no_grad() if frozen_backbone else contextlib.nullcontext():
+            features, pos = self.image_encoder(images)
         high_res = [self.sam_mask_decoder.conv_s0(features[0]), self.sam_mask_decoder.conv_s1(features[1])]
         return ImageFeatures(features[-1], pos[-1], high_res)
 

@@ -91,8 +91,7 @@ class TrainStep(nn.Module):
         self.loss = SAM2Loss()
 
     def _encode(self, images: torch.Tensor):
-        with torch.no_grad() if self.encoder_frozen else nullcontext():
-            return self.model.encode_image(images)
+        return self.model.encode_image(images, frozen_backbone=self.encoder_frozen)
 
     def forward(self, batch: Any, generator: torch.Generator,
                 images: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
