@@ -18,7 +18,7 @@ without a prompt), with 8 of the training images mixed into every step (`image_d
 into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
 head trained), and sees the 4,000 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
 one at a time on a CPU). Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on
-two cores, two single-thread processes ran 1.15x the image steps and 1.4x the video clips per second of one
+two cores, two single-thread processes ran 1.16x the image steps and 1.4x the video clips per second of one
 two-thread process (the ops of a model this small scale badly over threads); `--batch` and the other batch
 sizes are global (split over the processes, so the steps are those of one process with that batch).
 Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags and load.
