@@ -74,20 +74,26 @@ def lowres_ceiling(clips: Path, lowres: int) -> dict[str, float]:
     return {"J&F": round((j + f) / 2, 4), "J": round(j, 4), "F": round(f, 4)}
 
 
-def _train_rank(rank: int, world: int, port: int, threads: int, kwargs: dict[str, Any], result_file: str) -> None:
-    """One DDP process of a training phase (torch.multiprocessing.spawn target): masklet.train joins the gloo
-    group through the environment, as under torchrun; rank 0 writes what the bench needs to `result_file`."""
+def _train(threads: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """masklet.train(**kwargs) on `threads` threads, its lines on stderr (stdout is the JSON alone); returns
+    what the bench needs: {"last", "metrics", "device"}."""
     import masklet
 
+    torch.set_num_threads(threads)
+    torch.manual_seed(kwargs["seed"])  # the random initialisation (under DDP rank 0's weights are broadcast)
+    with contextlib.redirect_stdout(sys.stderr):
+        run = masklet.train(**kwargs)
+    return {"last": str(run["last"]), "metrics": run["metrics"], "device": run["device"]}
+
+
+def _train_rank(rank: int, world: int, port: int, threads: int, kwargs: dict[str, Any], result_file: str) -> None:
+    """One DDP process of a training phase (torch.multiprocessing.spawn target): masklet.train joins the gloo
+    group through the environment, as under torchrun; rank 0 writes its result to `result_file`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    torch.set_num_threads(threads)
-    torch.manual_seed(kwargs["seed"])  # the random initialisation (DDP also broadcasts rank 0's weights)
-    with contextlib.redirect_stdout(sys.stderr):  # trainer lines to stderr: stdout is the JSON alone
-        run = masklet.train(**kwargs)
+    result = _train(threads, kwargs)
     if rank == 0:
-        Path(result_file).write_text(json.dumps({"last": str(run["last"]), "metrics": run["metrics"],
-                                                 "device": run["device"]}))
+        Path(result_file).write_text(json.dumps(result))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -96,13 +102,7 @@ def train_phase(procs: int, threads: int, **kwargs: Any) -> dict[str, Any]:
     """masklet.train(**kwargs) in this process (procs=1) or in `procs` spawned DDP processes; returns rank 0's
     {"last", "metrics", "device"}."""
     if procs == 1:
-        import masklet
-
-        torch.set_num_threads(threads)
-        torch.manual_seed(kwargs["seed"])  # the random initialisation
-        with contextlib.redirect_stdout(sys.stderr):
-            run = masklet.train(**kwargs)
-        return {"last": str(run["last"]), "metrics": run["metrics"], "device": run["device"]}
+        return _train(threads, kwargs)
     with socket.socket() as sock:  # a free port for the process group's rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -163,7 +163,7 @@ def main() -> None:
     from masklet.train.synthetic import load_backgrounds, write_image_dataset, write_video_dataset
     from masklet.val import run as val_run
 
-    cores = opts.procs * opts.threads
+    cores = procs * opts.threads
     torch.set_num_threads(cores)  # data and evaluation run here, on all the cores the training used
     import common
 
@@ -193,16 +193,14 @@ def main() -> None:
     # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them;
     # first at a quarter of the pixels (progressive resizing: a 64 px step costs 0.4x a 128 px one)
     image_args = dict(data=str(data / "train_images"), batch=batches["batch"], max_objects=3,
-                      val=str(data / "val_images"), val_samples=30, **train_args)
+                      val=str(data / "val_images"), val_samples=30, init=opts.init, **train_args)
     t1 = time.perf_counter()
-    model: Any = opts.model
+    start = opts.model  # a variant name (random weights), then the 64 px phase's checkpoint
     if opts.lowres_epochs:
-        lowres_run = train_phase(procs, opts.threads, **{**image_args, "imgsz": opts.lowres_imgsz}, model=model,
-                                 epochs=opts.lowres_epochs, name="image_lowres", init=opts.init)
-        model = lowres_run["last"]
+        start = train_phase(procs, opts.threads, **{**image_args, "imgsz": opts.lowres_imgsz}, model=start,
+                            epochs=opts.lowres_epochs, name="image_lowres")["last"]
     t_lowres = time.perf_counter() - t1
-    image_run = train_phase(procs, opts.threads, **image_args, model=model, epochs=opts.image_epochs, name="image",
-                            init=opts.init)
+    image_run = train_phase(procs, opts.threads, **image_args, model=start, epochs=opts.image_epochs, name="image")
     t_image = time.perf_counter() - t1
     t2 = time.perf_counter()
     video_run = train_phase(procs, opts.threads, model=image_run["last"], data=str(data / "train_clips"),
