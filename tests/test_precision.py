@@ -221,10 +221,45 @@ def test_late_value_projection_is_the_same_attention(monkeypatch, num_k_exclude_
 def test_hiera_pooling_is_maxpool():
     from masklet.models.hiera import pool_hw
 
-    pool = torch.nn.MaxPool2d(2, 2)
-    for h, w in ((8, 8), (7, 9)):
-        x = torch.randn(2, h, w, 5)
-        torch.testing.assert_close(pool_hw(x, pool), pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1), rtol=0, atol=0)
+    for kernel in (2, (2, 3), (3, 1)):
+        pool = torch.nn.MaxPool2d(kernel, kernel)
+        for h, w in ((8, 8), (7, 9)):
+            for dtype in (torch.float32, torch.bfloat16):
+                # non-contiguous, as the queries split off the qkv projection are
+                x = torch.randn(2, h, w, 15, dtype=dtype)[..., ::3].requires_grad_()
+                expected = pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+                got = pool_hw(x, pool)
+                torch.testing.assert_close(got, expected, rtol=0, atol=0)
+                if dtype != torch.float32:
+                    continue
+                # the same gradient (training runs through it): float32 random values have no ties in a window
+                grad = torch.randn_like(got)
+                torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0],
+                                           torch.autograd.grad(expected, x, grad)[0], rtol=0, atol=0)
+
+
+def test_hiera_position_embedding_cache_follows_the_weights():
+    from masklet.models.hiera import Hiera
+
+    torch.manual_seed(0)
+    trunk = Hiera(embed_dim=8, stages=(1, 1), global_att_blocks=(1,), window_spec=(4, 2),
+                  window_pos_embed_bkg_spatial_size=(4, 4)).eval()
+    with torch.no_grad():
+        trunk.pos_embed.normal_()
+        x = torch.randn(1, 3, 32, 32)
+        first = trunk(x)[-1]
+        with torch.inference_mode():
+            torch.testing.assert_close(trunk(x)[-1], first, rtol=0, atol=0)  # cached
+            trunk.pos_embed.mul_(2)  # in place: same storage, a new version
+            cached = trunk(x)[-1]
+        with torch.enable_grad():
+            fresh = trunk(x)[-1]  # never cached
+        assert not torch.equal(cached, first)
+        torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+        trunk.pos_embed_window.add_(1.0)  # in place: a new version
+        after = trunk(x)[-1]
+        with torch.enable_grad():
+            torch.testing.assert_close(after, trunk(x)[-1], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float64"])
