@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .common import MLP, attention, bf16_twin, compiled_call, run_twin
 
 
-# Hiera module -> ((size, dtype, device, parameter versions), its interpolated position embedding)
+# Hiera module -> ((size, dtype, device, parameter storage and versions), its interpolated position embedding)
 _POS_EMBED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
