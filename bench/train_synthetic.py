@@ -6,17 +6,19 @@ click at the interior point farthest from the border, the mask picked by predict
 protocol, mask prompt on the first frame).
 
     python bench/train_synthetic.py          # the full run (targets: mIoU >= 0.85, J&F >= 0.80, < 30 min)
-    python bench/train_synthetic.py --image-epochs 1 --video-epochs 1 --train-images 100 --train-clips 10
+    python bench/train_synthetic.py --lowres-epochs 1 --image-epochs 1 --video-epochs 1 --train-images 100 \
+        --train-clips 10
 
 The recipe, and why (measured in issue 16): the random initialisation is masklet.train's `init=mimetic` (each
 mask-decoder attention starts with k_proj = q_proj: the "which shape did the click pick" plateau ends after
 ~1,500 steps instead of 3,500 to over 4,500); the image phase trains without correction clicks (from random
 weights they slow learning down), with every shape of an image as a training object (three objects per
-encoder pass) and mostly point prompts (`--prob-box 0.2`: the score is for one point); the video phase
+encoder pass) and mostly point prompts (`--prob-box 0.2`: the score is for one point), its first 6 epochs at
+64 px and then 11 at 128 (progressive resizing: a 64 px step costs 0.4x a 128 px one); the video phase
 trains everything but the image encoder (the memory, and the decoder, which learns to decode from memory
 without a prompt), with 8 of the training images mixed into every step (`image_data=`, as Meta mixes SA-1B
 into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
-head trained), and sees the 4,000 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
+head trained), and sees its 3,500 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
 one at a time on a CPU). Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on
 two cores, two single-thread processes ran 1.16x the image steps and 1.4x the video clips per second of one
 two-thread process (the ops of a model this small scale badly over threads); `--batch` and the other batch
