@@ -120,6 +120,35 @@ def per_process(value: int, procs: int, what: str) -> int:
     return value // procs
 
 
+def eval_sizes(spec: str, imgsz: int) -> list[int]:
+    """The evaluation input sizes to choose from: --eval-imgsz auto -> imgsz, 1.5x and 2x it (multiples of 64,
+    the sizes the model takes), else the one size given."""
+    if spec == "auto":
+        return list(dict.fromkeys(max(64, round(imgsz * f / 64) * 64) for f in (1.0, 1.5, 2.0)))
+    if not spec.isdigit() or int(spec) < 64 or int(spec) % 64:
+        raise SystemExit(f"--eval-imgsz {spec}: use auto or a positive multiple of 64")
+    return [int(spec)]
+
+
+def score_split(model: torch.nn.Module, data: Path, prefix: str, imgsz: int, save_dir: Path,
+                max_clicks: int = 1) -> dict[str, float]:
+    """`masklet val` of `model` at input size `imgsz` on data/<prefix>_images (one click at the interior point
+    farthest from the border, up to `max_clicks`) and data/<prefix>_clips (DAVIS protocol); the scores rounded,
+    and their mean (what --eval-imgsz auto maximises)."""
+    from masklet.val import run as val_run
+
+    interactive = val_run(model, str(data / f"{prefix}_images"), task="interactive", max_clicks=max_clicks,
+                          imgsz=imgsz, verbose=False, save_dir=save_dir / "interactive", dtype="float32")["summary"]
+    vos = val_run(model, str(data / f"{prefix}_clips"), task="vos", imgsz=imgsz, verbose=False,
+                  save_dir=save_dir / "vos", dtype="float32")["summary"]
+    scores = {"mIoU@1": float(interactive["mIoU@1"]), "mIoU@3": float(interactive.get("mIoU@3", float("nan"))),
+              "J&F": float(vos["J&F-Mean"]), "J": float(vos["J-Mean"]), "F": float(vos["F-Mean"])}
+    scores["mean"] = (scores["mIoU@1"] + scores["J&F"]) / 2
+    if max_clicks < 3:
+        del scores["mIoU@3"]
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -156,14 +185,25 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the trainer's, a GPU if any)")
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast while training (off: the proof run is float32)")
+    parser.add_argument("--val-split-images", type=int, default=60,
+                        help="generated validation images (not the held-out ones): per-epoch validation and the "
+                             "choice of the evaluation input size")
+    parser.add_argument("--val-split-clips", type=int, default=10, help="generated validation clips, likewise")
+    parser.add_argument("--eval-imgsz", default="auto",
+                        help="input size of the held-out evaluation: auto (the best of --imgsz, 1.5x and 2x it, "
+                             "multiples of 64, on the validation split) or a number")
+    parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                        help="skip training: generate the held-out and validation data and score this checkpoint")
     opts = parser.parse_args()
     procs, batches = opts.procs, {}
     for key in ("batch", "video_batch", "video_image_batch"):  # checked before the data is generated
         batches[key] = per_process(getattr(opts, key), procs, "--" + key.replace("_", "-"))
+    candidates = eval_sizes(opts.eval_imgsz, opts.imgsz)
+    if opts.evaluate and not Path(opts.evaluate).is_file():
+        raise SystemExit(f"--evaluate {opts.evaluate}: no such checkpoint")
 
     import masklet
     from masklet.train.synthetic import load_backgrounds, write_image_dataset, write_video_dataset
-    from masklet.val import run as val_run
 
     cores = procs * opts.threads
     torch.set_num_threads(cores)  # data and evaluation run here, on all the cores the training used
@@ -176,75 +216,92 @@ def main() -> None:
     t0 = time.perf_counter()
     backgrounds = load_backgrounds(opts.data_dir, frames_per_video=3)
     data = out / "data"
-    # each dataset from its own seed, so writing them side by side gives the same files as one after another
+    # each dataset from its own seed, so writing them side by side gives the same files as one after another;
+    # the validation split (per-epoch validation, choice of the evaluation size) is apart from the held-out sets
+    datasets = [(write_image_dataset, "val_images", opts.val_images, 1000, {}),
+                (write_video_dataset, "val_clips", opts.val_clips, 3000, dict(frames=12)),
+                (write_image_dataset, "val_split_images", opts.val_split_images, 4000, {}),
+                (write_video_dataset, "val_split_clips", opts.val_split_clips, 5000, dict(frames=12))]
+    if not opts.evaluate:
+        datasets += [(write_video_dataset, "train_clips", opts.train_clips, 2000, dict(frames=8)),
+                     (write_image_dataset, "train_images", opts.train_images, 0, {})]
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(write_video_dataset, data / "train_clips", opts.train_clips, backgrounds, opts.seed + 2000,
-                            frames=8),
-                pool.submit(write_image_dataset, data / "train_images", opts.train_images, backgrounds, opts.seed),
-                pool.submit(write_image_dataset, data / "val_images", opts.val_images, backgrounds, opts.seed + 1000),
-                pool.submit(write_video_dataset, data / "val_clips", opts.val_clips, backgrounds, opts.seed + 3000,
-                            frames=12)]
+        jobs = [pool.submit(write, data / name, n, backgrounds, opts.seed + offset, **kw)
+                for write, name, n, offset, kw in datasets]
         for job in jobs:
             job.result()
     t_data = time.perf_counter() - t0
     print(f"data: {t_data:.0f} s", file=sys.stderr)
 
-    train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
-                      warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=opts.amp,
-                      device=opts.device, seed=opts.seed, project=str(out), verbose=True)
-    # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them;
-    # first at a quarter of the pixels (progressive resizing: a 64 px step costs 0.4x a 128 px one)
-    image_args = dict(data=str(data / "train_images"), batch=batches["batch"], max_objects=3,
-                      val=str(data / "val_images"), val_samples=30, init=opts.init, **train_args)
-    t1 = time.perf_counter()
-    start = opts.model  # a variant name (random weights), then the 64 px phase's checkpoint
-    if opts.lowres_epochs:
-        start = train_phase(procs, opts.threads, **{**image_args, "imgsz": opts.lowres_imgsz}, model=start,
-                            epochs=opts.lowres_epochs, name="image_lowres")["last"]
-    t_lowres = time.perf_counter() - t1
-    image_run = train_phase(procs, opts.threads, **image_args, model=start, epochs=opts.image_epochs, name="image")
-    t_image = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    video_run = train_phase(procs, opts.threads, model=image_run["last"], data=str(data / "train_clips"),
-                            epochs=opts.video_epochs, val=str(data / "val_clips"), val_samples=opts.val_clips,
-                            name="video", batch=batches["video_batch"], num_frames=8, max_objects=2,
-                            freeze=opts.video_freeze or None, **train_args,
-                            image_data=str(data / "train_images") if opts.video_image_batch else None,
-                            image_batch=batches["video_image_batch"] or None)
-    t_video = time.perf_counter() - t2
+    t_lowres = t_image = t_video = 0.0
+    result: dict[str, Any] = {"bench": "train_synthetic"}
+    if opts.evaluate:
+        last, device = opts.evaluate, "cpu"
+        result["evaluated"] = str(opts.evaluate)
+    else:
+        train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
+                          warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=opts.amp,
+                          device=opts.device, seed=opts.seed, project=str(out), verbose=True)
+        # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them;
+        # first at a quarter of the pixels (progressive resizing: a 64 px step costs 0.4x a 128 px one)
+        image_args = dict(data=str(data / "train_images"), batch=batches["batch"], max_objects=3,
+                          val=str(data / "val_split_images"), val_samples=30, init=opts.init, **train_args)
+        t1 = time.perf_counter()
+        start = opts.model  # a variant name (random weights), then the 64 px phase's checkpoint
+        if opts.lowres_epochs:
+            start = train_phase(procs, opts.threads, **{**image_args, "imgsz": opts.lowres_imgsz}, model=start,
+                                epochs=opts.lowres_epochs, name="image_lowres")["last"]
+        t_lowres = time.perf_counter() - t1
+        image_run = train_phase(procs, opts.threads, **image_args, model=start, epochs=opts.image_epochs,
+                                name="image")
+        t_image = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        video_run = train_phase(procs, opts.threads, model=image_run["last"], data=str(data / "train_clips"),
+                                epochs=opts.video_epochs, val=str(data / "val_split_clips"),
+                                val_samples=opts.val_split_clips, name="video", batch=batches["video_batch"],
+                                num_frames=8, max_objects=2, freeze=opts.video_freeze or None, **train_args,
+                                image_data=str(data / "train_images") if opts.video_image_batch else None,
+                                image_batch=batches["video_image_batch"] or None)
+        t_video = time.perf_counter() - t2
+        last, device = video_run["last"], video_run["device"]
+        result["mIoU@1_after_image_phase_on_val_split"] = image_run["metrics"][-1].get("val/mIoU@1")
 
-    model = masklet.load_model(video_run["last"])
-    model.set_image_size(opts.imgsz)
+    model = masklet.load_model(last)
     t3 = time.perf_counter()
-    interactive = val_run(model, str(data / "val_images"), task="interactive", max_clicks=3, verbose=False,
-                          save_dir=out / "eval" / "interactive", dtype="float32")["summary"]
-    vos = val_run(model, str(data / "val_clips"), task="vos", verbose=False, save_dir=out / "eval" / "vos",
-                  dtype="float32")["summary"]
+    # the evaluation size is chosen on the validation split, never on the held-out data: the shapes are seen
+    # larger in training (crops keep 70-100 % of each side) and a finer token grid resolves the small ones
+    selection = {size: score_split(model, data, "val_split", size, out / "eval" / f"val_split_{size}")
+                 for size in candidates}
+    eval_imgsz = max(candidates, key=lambda size: (selection[size]["mean"], -size))
+    heldout = {size: score_split(model, data, "val", size, out / "eval" / f"heldout_{size}", max_clicks=3)
+               for size in dict.fromkeys((eval_imgsz, opts.imgsz))}
     t_eval = time.perf_counter() - t3
+    model.set_image_size(opts.imgsz)
     checkpoint = out / f"{model.config.name}_synthetic.pt"
     torch.save({"model": {k: v.detach().clone() for k, v in model.state_dict().items()}}, checkpoint)
     if opts.save:
         Path(opts.save).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(checkpoint, opts.save)
-    result = {
-        "bench": "train_synthetic", "model": model.config.name,
+    scores = heldout[eval_imgsz]
+    result.update({
+        "model": model.config.name,
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
         "imgsz": opts.imgsz, "procs": opts.procs, "threads": opts.threads, "seed": opts.seed, "init": opts.init,
         "amp": opts.amp,
-        "device": video_run["device"],
+        "device": device,
         "train_images": opts.train_images, "lowres_epochs": opts.lowres_epochs, "lowres_imgsz": opts.lowres_imgsz,
         "image_epochs": opts.image_epochs, "train_clips": opts.train_clips,
         "video_epochs": opts.video_epochs, "corrections": opts.corrections, "prob_box": opts.prob_box,
         "batch": opts.batch, "video_batch": opts.video_batch, "video_freeze": opts.video_freeze,
         "video_image_batch": opts.video_image_batch,
         "heldout_images": opts.val_images, "heldout_clips": opts.val_clips,
-        "mIoU@1": round(float(interactive["mIoU@1"]), 4),
-        "mIoU@3": round(float(interactive.get("mIoU@3", float("nan"))), 4),
-        "mIoU@1_after_image_phase": image_run["metrics"][-1].get("val/mIoU@1"),
-        "J&F": round(float(vos["J&F-Mean"]), 4), "J": round(float(vos["J-Mean"]), 4),
-        "F": round(float(vos["F-Mean"]), 4),
-        # the decoder's masks are (imgsz / 4)^2 logits: the J&F of the held-out ground truth at that size
-        "J&F_lowres_ceiling": lowres_ceiling(data / "val_clips", opts.imgsz // 4),
+        "eval_imgsz": eval_imgsz,
+        "mIoU@1": scores["mIoU@1"], "mIoU@3": scores["mIoU@3"], "J&F": scores["J&F"], "J": scores["J"],
+        "F": scores["F"],
+        f"at_imgsz_{opts.imgsz}": {k: heldout[opts.imgsz][k] for k in ("mIoU@1", "J&F")},
+        "eval_imgsz_selection": {str(size): sel for size, sel in selection.items()},
+        # the decoder's masks are (size / 4)^2 logits: the J&F of the held-out ground truth at that size
+        "J&F_lowres_ceiling": lowres_ceiling(data / "val_clips", eval_imgsz // 4),
         "minutes": {"data": round(t_data / 60, 2), "image_training": round(t_image / 60, 2),
                     "of_which_lowres": round(t_lowres / 60, 2),
                     "video_training": round(t_video / 60, 2), "evaluation": round(t_eval / 60, 2),
@@ -252,7 +309,7 @@ def main() -> None:
         "checkpoint": str(checkpoint), "checkpoint_MB": round(checkpoint.stat().st_size / 1e6, 2),
         "targets": {"mIoU@1": 0.85, "J&F": 0.80, "minutes": 30},
         "machine": machine,
-    }
+    })
     print(json.dumps(result, indent=1))
 
 

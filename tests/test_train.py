@@ -418,10 +418,10 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
     from conftest import data_file, run_bench_script
 
     data_file("images")
+    small = ("--val-images", "3", "--val-clips", "1", "--val-split-images", "2", "--val-split-clips", "1")
     result = run_bench_script("train_synthetic.py", "--out", str(tmp_path / "run"), "--train-images", "8",
-                              "--val-images", "3", "--train-clips", "2", "--val-clips", "1", "--lowres-epochs", "1",
-                              "--image-epochs", "1", "--video-epochs", "1", "--batch", "4", "--video-batch", "2",
-                              "--video-image-batch", "2")
+                              "--train-clips", "2", "--lowres-epochs", "1", "--image-epochs", "1", "--video-epochs",
+                              "1", "--batch", "4", "--video-batch", "2", "--video-image-batch", "2", *small)
     assert result["model"] == "sam2_test_wide" and result["corrections"] == 0
     # each phase trained as two single-thread DDP processes, the 64 px one first
     assert result["procs"] == 2 and result["threads"] == 1 and result["lowres_imgsz"] == 64
@@ -432,7 +432,20 @@ def test_synthetic_training_bench_runs_both_phases(tmp_path):
     assert set(result["minutes"]) == {"data", "image_training", "of_which_lowres", "video_training", "evaluation",
                                       "total"}
     assert {"cpu_capability", "cpu_flags"} <= set(result["machine"])
-    assert (tmp_path / "run" / "sam2_test_wide_synthetic.pt").is_file()
+    checkpoint = tmp_path / "run" / "sam2_test_wide_synthetic.pt"
+    assert checkpoint.is_file()
+    # the evaluation size is chosen on the validation split among 1x, 1.5x and 2x the training size; the scores
+    # at the training size are reported beside those at the chosen one
+    selection = result["eval_imgsz_selection"]
+    assert set(selection) == {"128", "192", "256"} and result["eval_imgsz"] in (128, 192, 256)
+    assert selection[str(result["eval_imgsz"])]["mean"] == max(s["mean"] for s in selection.values())
+    assert 0.0 <= result["at_imgsz_128"]["J&F"] <= 1.0
+    # --evaluate scores a checkpoint without training: on the same generated data it gives the run's scores
+    again = run_bench_script("train_synthetic.py", "--out", str(tmp_path / "again"), "--evaluate", str(checkpoint),
+                             "--eval-imgsz", "128", *small)
+    assert again["evaluated"] == str(checkpoint) and again["minutes"]["image_training"] == 0.0
+    assert again["eval_imgsz"] == 128 and set(again["eval_imgsz_selection"]) == {"128"}
+    assert {k: again[k] for k in ("mIoU@1", "J&F")} == result["at_imgsz_128"]
 
 
 def test_synthetic_images_label_only_shapes_mostly_in_view(monkeypatch):
