@@ -219,11 +219,11 @@ def main() -> None:
     # each dataset from its own seed, so writing them side by side gives the same files as one after another;
     # the validation split (per-epoch validation, choice of the evaluation size) is apart from the held-out sets
     datasets = [(write_image_dataset, "val_images", opts.val_images, 1000, {}),
-                (write_video_dataset, "val_clips", opts.val_clips, 3000, dict(frames=12)),
+                (write_video_dataset, "val_clips", opts.val_clips, 3000, {"frames": 12}),
                 (write_image_dataset, "val_split_images", opts.val_split_images, 4000, {}),
-                (write_video_dataset, "val_split_clips", opts.val_split_clips, 5000, dict(frames=12))]
+                (write_video_dataset, "val_split_clips", opts.val_split_clips, 5000, {"frames": 12})]
     if not opts.evaluate:
-        datasets += [(write_video_dataset, "train_clips", opts.train_clips, 2000, dict(frames=8)),
+        datasets += [(write_video_dataset, "train_clips", opts.train_clips, 2000, {"frames": 8}),
                      (write_image_dataset, "train_images", opts.train_images, 0, {})]
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(write, data / name, n, backgrounds, opts.seed + offset, **kw)
