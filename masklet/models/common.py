@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Type
@@ -75,11 +76,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     """Scaled dot-product attention on (B, heads, N, C) tensors (the fused kernel where one exists).
 
     A batch of 1 on either side (an image shared by B prompts, or B prompts attended by one image) is
-    broadcast to the other's batch without copying. bfloat16 on a CPU takes `blocked_attention`: the CPU
-    kernel of `scaled_dot_product_attention` does not use the bf16 matrix units (AVX-512-bf16 / AMX).
+    broadcast to the other's batch without copying. bfloat16 on a CPU with bf16 matrix units (AVX-512-bf16 /
+    AMX) takes `blocked_attention`: the CPU kernel of `scaled_dot_product_attention` does not use them. Without
+    them a bf16 matrix product is emulated (measured on an AVX2 EPYC: 13x slower than float32) while the fused
+    kernel is not, so bfloat16 stays on it there.
     """
-    if q.device.type == "cpu" and ((q.dtype == torch.bfloat16 and CPU_BF16_BLOCKED_ATTENTION)
-                                   or v.shape[-1] < q.shape[-1]):
+    if q.device.type == "cpu" and ((q.dtype == torch.bfloat16 and CPU_BF16_BLOCKED_ATTENTION
+                                    and _cpu_bf16_units()) or v.shape[-1] < q.shape[-1]):
+        if q.dtype == torch.bfloat16 and not _cpu_bf16_units():  # values narrower than queries, emulated bf16
+            return blocked_attention(q.float(), k.float(), v.float()).to(q.dtype)
         return blocked_attention(q, k.to(q.dtype), v.to(q.dtype))
     batch = max(q.shape[0], k.shape[0])
     if q.shape[0] != batch:
@@ -87,6 +92,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     if k.shape[0] != batch:
         k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
     return F.scaled_dot_product_attention(q, k, v)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_units() -> bool:
+    from ..predictors.precision import cpu_has_bf16  # the one hardware check (imported late: it imports this)
+
+    return cpu_has_bf16()
 
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
