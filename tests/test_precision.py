@@ -205,9 +205,23 @@ def test_blocked_attention_matches_sdpa(monkeypatch, shape_q, shape_k):
     expected = F.scaled_dot_product_attention(q.expand(batch, -1, -1, -1), k.expand(batch, -1, -1, -1),
                                               v.expand(batch, -1, -1, -1))
     torch.testing.assert_close(common.blocked_attention(q, k, v), expected, rtol=1e-4, atol=1e-5)
-    got = common.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())  # the bfloat16 CPU path
-    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
-    assert (got.float() - expected).abs().max() < 0.05
+    for units in (True, False):  # the blocked path (bf16 matrix units) and the fused kernel (emulated bf16)
+        calls = []
+        monkeypatch.setattr(common, "_cpu_bf16_units", lambda units=units: units)
+        monkeypatch.setattr(common, "blocked_attention", lambda *a, f=common.blocked_attention: calls.append(1) or f(*a))
+        got = common.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+        assert (got.float() - expected).abs().max() < 0.05
+        assert bool(calls) == units
+        monkeypatch.undo()
+        monkeypatch.setattr(common, "CPU_BF16_SCORE_ELEMENTS", 4096)
+    # values narrower than the queries take the blocked path either way; without bf16 units it runs in float32
+    monkeypatch.setattr(common, "_cpu_bf16_units", lambda: False)
+    narrow = v[..., : v.shape[-1] // 2]
+    got = common.attention(q.bfloat16(), k.bfloat16(), narrow.bfloat16())
+    want = common.blocked_attention(q.bfloat16().float(), k.bfloat16().float(), narrow.bfloat16().float())
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want.bfloat16(), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("num_k_exclude_rope", [0, 4])
