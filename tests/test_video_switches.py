@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, load_fixture, reference_state_dict, tiny_sam2
+from conftest import data_file, load_fixture, reference_state_dict, share_frame_features, tiny_sam2
 from video_replay import check_masks, replay_steps
 
 import masklet.predictors.video as video_module
@@ -24,7 +24,6 @@ def _reference_model_and_frames():
         ref = load_fixture(FIXTURE)
         _SHARED["model"] = load_model(reference_state_dict())
         _SHARED["frames"] = [read_image(data_file(f"videos/bedroom_frames/{i:05d}.jpg")) for i in range(6)]
-        _SHARED["features"] = {}
         _SHARED["ref"] = ref
     return _SHARED
 
@@ -48,8 +47,8 @@ def replayed(case: str) -> tuple[list, list]:
             raw.append(logits.clone())
             return non_overlapping(logits)
 
+        share_frame_features(predictor, "bedroom_frames")  # the image encoder's output does not depend on the switches
         state = predictor.init_state(shared["frames"])
-        state.feature_cache.update(shared["features"])  # the image encoder's output does not depend on the switches
         outputs, first = [], 0
         if case in SHARED_PREFIX:
             source, first = SHARED_PREFIX[case]
@@ -72,7 +71,6 @@ def replayed(case: str) -> tuple[list, list]:
             replay_steps(predictor, state, ref["steps"], record, first)
         finally:
             video_module.non_overlapping = non_overlapping
-        shared["features"].update(state.feature_cache)
         if predictor.non_overlap_masks:  # attach the unconstrained logits to each output
             raws = iter(raw)
             for out in outputs:
