@@ -211,8 +211,8 @@ def test_batched_encoder_bad_backend():
 
 def test_cross_check_with_pycocotools():
     mask_util = pytest.importorskip(
-        "pycocotools.mask", reason="pycocotools is not installed; the hand-computed cases above cover the format"
-    )
+        "pycocotools.mask",
+        reason="pycocotools is not installed (pip install pycocotools); the hand-computed cases above cover the format")
     for m in hand_masks() + random_masks(5):
         ref = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
         ours = mask_to_coco_rle(m)
