@@ -67,7 +67,7 @@ def share_frame_features(predictor, video: str) -> None:
     """Make a float32 `VideoPredictor` reuse, across tests, the image features it computes for the frames of
     `video` (a name for the frame list it will be given). The video parity and switch fixtures all run the
     same random image encoder on the same bedroom frames, and each 1024 px encode costs seconds (7.7 s on a
-    2-core AVX2 CPU): sharing saves ~3 minutes of the default run. The cache is keyed by a fingerprint of
+    2-core AVX2 CPU): sharing saved 2.5 minutes of the default run there. The cache is keyed by a fingerprint of
     every weight the features depend on (image encoder, conv_s0 / conv_s1), so a model with other encoder
     weights never reads another's features."""
     model = predictor.model

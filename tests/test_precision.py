@@ -109,7 +109,6 @@ def _replay_video_bf16(steps: int) -> list[float]:
     return ious
 
 
-
 @NEEDS_BF16_UNITS
 def test_bfloat16_video_masks_agree_with_float32():
     steps = 10 if SLOW else 4
