@@ -10,6 +10,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("MASKLET_REFERENCE", ROOT.parent / "shared" / "reference"))
 DATA_DIR = Path(os.environ.get("MASKLET_DATA", ROOT.parent / "shared" / "data"))
+# MASKLET_SLOW_TESTS=1 adds the checks that take minutes on 2 CPU cores (unset, empty or 0: the default run)
+SLOW_TESTS = os.environ.get("MASKLET_SLOW_TESTS", "") not in ("", "0")
 
 
 def reference_file(name: str) -> Path:
@@ -64,7 +66,7 @@ _FRAME_FEATURES: dict = {}
 
 
 def share_frame_features(predictor, video: str) -> None:
-    """Make a float32 `VideoPredictor` reuse, across tests, the image features it computes for the frames of
+    """Make a `VideoPredictor` reuse, across tests, the image features it computes for the frames of
     `video` (a name for the frame list it will be given). The video parity and switch fixtures all run the
     same random image encoder on the same bedroom frames, and each 1024 px encode costs seconds (7.7 s on a
     2-core AVX2 CPU): sharing saved 2.5 minutes of the default run there. The cache is keyed by a fingerprint of

@@ -5,18 +5,16 @@ Compiled code must give the eager results: the small `sam2_test` variant (256 px
 (float32 image predictor, ~1-2 min of C++ builds on a loaded 2-core machine); the bfloat16 segment-everything
 path compiled runs with MASKLET_SLOW_TESTS=1. The cheap tests check the plumbing with a stand-in compiler.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import SLOW_TESTS as SLOW
 from conftest import data_file, tiny_sam2
 
 from masklet.data.images import read_image
 from masklet.models import common
 from masklet.predictors.image import ImagePredictor
-
-SLOW = os.environ.get("MASKLET_SLOW_TESTS") == "1"
 
 
 @pytest.fixture(scope="module")

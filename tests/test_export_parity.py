@@ -4,19 +4,18 @@
 The reference tiny model is exported at 1024 px once per module (about a minute on 2 cores). SAM 2.0 and SAM 1
 ViT-B repeat the check with MASKLET_SLOW_TESTS=1.
 """
-import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import SLOW_TESTS as SLOW
 from conftest import data_file, load_fixture, reference_state_dict
 
 from masklet.data.images import read_image
 from masklet.models.build import load_model
 
 pytest.importorskip("onnxruntime", reason="the [export] extra is not installed")
-SLOW = os.environ.get("MASKLET_SLOW_TESTS", "") not in ("", "0")
 
 CASES = {"sam2.1_hiera_t": "sam2.1_hiera_t_image_case.pt", "mobile_sam": "mobile_sam_vit_t_image_case.pt"}
 if SLOW:

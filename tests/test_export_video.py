@@ -4,7 +4,7 @@ returned mask compared."""
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, tiny_sam2
+from conftest import SLOW_TESTS, data_file, tiny_sam2
 
 import masklet
 from masklet.data.images import read_image
@@ -97,7 +97,7 @@ def test_onnx_video_prompt_errors_match_torch(exported, call, kw):
     assert errors[0] == errors[1]
 
 
-@pytest.mark.skipif(__import__("os").environ.get("MASKLET_SLOW_TESTS", "") in ("", "0"),
+@pytest.mark.skipif(not SLOW_TESTS,
                     reason="replays the SAM 2.1 reference video script at 1024 px (minutes): MASKLET_SLOW_TESTS=1")
 def test_reference_video_script(tmp_path):
     """The official predictor's SAM 2.1 interaction script replayed through OnnxVideoPredictor: every returned mask

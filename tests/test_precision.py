@@ -29,15 +29,13 @@ with MASKLET_SLOW_TESTS=1.
 On CPUs without bf16 matrix units (AVX2), where bfloat16 is emulated, these three 1024 px guards run only with
 MASKLET_SLOW_TESTS=1; the small-model bfloat16 tests run everywhere.
 """
-import os
 
 import numpy as np
 import pytest
 import torch
+from conftest import SLOW_TESTS as SLOW
 from conftest import data_file, load_fixture, reference_state_dict, small_checkpoint_home
 from video_replay import replay_steps
-
-SLOW = os.environ.get("MASKLET_SLOW_TESTS") == "1"
 
 from masklet.data.images import read_image
 from masklet.models.build import load_model

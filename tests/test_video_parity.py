@@ -4,7 +4,7 @@ import os
 
 import pytest
 import torch
-from conftest import compare_probe, data_file, load_fixture, reference_state_dict, share_frame_features
+from conftest import SLOW_TESTS, compare_probe, data_file, load_fixture, reference_state_dict, share_frame_features
 from video_replay import check_step, replay_steps
 
 from masklet.data.images import read_image
@@ -19,7 +19,7 @@ CASES = ["sam2.1_hiera_t_video_case.pt", "sam2_hiera_t_video_case.pt", "sam2.1_h
 # propagation (everything that differs between those model variants); the later steps (reverse propagation,
 # object removal, reset and a mask prompt) exercise predictor logic shared by all variants and by the ONNX
 # predictor. MASKLET_SLOW_TESTS=1 (or MASKLET_FULL_VIDEO_PARITY=1) replays all three scripts whole.
-FULL = os.environ.get("MASKLET_FULL_VIDEO_PARITY") == "1" or os.environ.get("MASKLET_SLOW_TESTS") == "1"
+FULL = os.environ.get("MASKLET_FULL_VIDEO_PARITY") == "1" or SLOW_TESTS
 STEPS_REPLAYED = {name: (10 if FULL else 6 if name == CASES[0] else 4) for name in CASES}
 
 
