@@ -12,9 +12,9 @@ from PIL import Image
 
 from masklet.models.build import build_model
 from masklet.train.data import Augment, ImageTrainDataset, VideoTrainDataset, YoloSegFolder, detect_format
-from masklet.train.forward import image_forward, video_forward
+from masklet.train.forward import image_forward, upsample_bilinear, video_forward
 from masklet.train.init import mimetic_init
-from masklet.train.loss import SAM2Loss
+from masklet.train.loss import SAM2Loss, _FocalDice, dice_loss_per_mask, focal_loss_per_mask
 from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
 from masklet.utils.boxes import masks_to_boxes
@@ -56,6 +56,41 @@ def test_loss_ignores_masks_of_absent_objects_and_picks_best_output():
     assert masks.grad[1].abs().sum() == 0  # absent object: no mask / dice / IoU gradient
     assert masks.grad[0, 1:].abs().sum() == 0  # only the best of the three outputs is trained
     assert masks.grad[0, 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("alpha,gamma,soft", [(0.25, 2.0, False), (0.25, 2.0, True), (-1.0, 0.0, True),
+                                              (0.5, 1.5, False)])
+def test_fused_focal_dice_equals_the_plain_definitions(alpha, gamma, soft):
+    # the loss computes focal and dice in one pass with a closed-form gradient that skips the rows (object,
+    # output) whose upstream gradient is zero (the outputs that are not the best); both must equal autograd
+    # through the plain definitions, soft targets and other focal settings included
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4, 3, 20, 28, generator=g) * 4).requires_grad_(True)
+    target = torch.rand(4, 1, 20, 28, generator=g)
+    target = target if soft else (target > 0.6).float()
+    w_focal, w_dice = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    w_focal[0], w_dice[0] = 0, 0  # object 0: no gradient at all
+    w_focal[1, 1:], w_dice[1, 1:] = 0, 0  # object 1: only output 0
+    w_dice[2, 2] = 0  # object 2 output 2: focal only
+    focal = focal_loss_per_mask(logits, target.expand_as(logits), alpha, gamma)
+    dice = dice_loss_per_mask(logits, target.expand_as(logits))
+    expected, = torch.autograd.grad((focal * w_focal).sum() + (dice * w_dice).sum(), logits)
+    fused_focal, fused_dice = _FocalDice.apply(logits, target, alpha, gamma)
+    torch.testing.assert_close(fused_focal, focal, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused_dice, dice, rtol=1e-5, atol=1e-7)
+    grad, = torch.autograd.grad((fused_focal * w_focal).sum() + (fused_dice * w_dice).sum(), logits)
+    torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert grad[0].abs().sum() == 0 and grad[1, 1:].abs().sum() == 0 and grad[1, 0].abs().sum() > 0
+
+
+def test_matrix_upsampling_equals_bilinear_interpolation():
+    x = torch.randn(3, 2, 16, 24, requires_grad=True)
+    upstream = torch.randn(3, 2, 64, 64)
+    expected = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
+    got = upsample_bilinear(x, 64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0],
+                               torch.autograd.grad(expected, x, upstream)[0], rtol=0, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------- prompts

