@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_fixture, write_box_clips
+from conftest import load_fixture, run_bench_script, write_box_clips
 from PIL import Image
 
 from masklet.models.build import build_model
@@ -91,6 +91,14 @@ def test_matrix_upsampling_equals_bilinear_interpolation():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0],
                                torch.autograd.grad(expected, x, upstream)[0], rtol=0, atol=1e-4)
+
+
+def test_loss_bench_prints_time_and_memory_of_both_variants():
+    result = run_bench_script("train_loss.py", "--quick", "--threads", "1", "--device", "cpu")
+    assert result["benchmark"] == "train_loss" and result["settings"]["size"] == 128
+    for variant in ("fused", "autograd"):
+        assert result[variant]["s"] > 0 and result[variant]["peak_mb"] >= 0
+    assert result["speedup"] > 0 and "cpu_flags" in result["machine"]
 
 
 # ---------------------------------------------------------------------------------------------- prompts

@@ -76,7 +76,7 @@ class _FocalDice(torch.autograd.Function):
     def backward(ctx, g_focal: torch.Tensor, g_dice: torch.Tensor):
         logits, targets, total, overlap = ctx.saved_tensors
         alpha, gamma = ctx.alpha, ctx.gamma
-        n, m = logits.shape[:2]
+        m = logits.shape[1]
         rows = ((g_focal != 0) | (g_dice != 0)).nonzero()  # (K, 2): (object, output) pairs that get a gradient
         grad = torch.zeros_like(logits)
         if len(rows) == 0:
