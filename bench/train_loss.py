@@ -72,10 +72,8 @@ def _measure(fused: bool, inputs, size: int, device: torch.device) -> tuple[floa
     _run(fused, inputs, size)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - t0
-        return seconds, (torch.cuda.max_memory_allocated(device) - before) / common.MB
-    seconds = time.perf_counter() - t0
-    return seconds, common.memory_snapshot()["peak_rss_mb"] - before
+        return time.perf_counter() - t0, (torch.cuda.max_memory_allocated(device) - before) / common.MB
+    return time.perf_counter() - t0, common.memory_snapshot()["peak_rss_mb"] - before
 
 
 def main() -> None:

@@ -14,7 +14,14 @@ from masklet.models.build import build_model
 from masklet.train.data import Augment, ImageTrainDataset, VideoTrainDataset, YoloSegFolder, detect_format
 from masklet.train.forward import image_forward, upsample_bilinear, video_forward
 from masklet.train.init import mimetic_init
-from masklet.train.loss import SAM2Loss, _focal_dice_grad, _FocalDice, dice_loss_per_mask, focal_loss_per_mask
+from masklet.train.loss import (
+    SAM2Loss,
+    _dice_sums,
+    _focal_dice_grad,
+    _FocalDice,
+    dice_loss_per_mask,
+    focal_loss_per_mask,
+)
 from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
 from masklet.utils.boxes import masks_to_boxes
@@ -82,9 +89,7 @@ def test_fused_focal_dice_equals_the_plain_definitions(alpha, gamma, soft):
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
     assert grad[0].abs().sum() == 0 and grad[1, 1:].abs().sum() == 0 and grad[1, 0].abs().sum() > 0
     # the GPU path: every row at once, no row selection
-    p = logits.detach().sigmoid().flatten(2)
-    total = p.sum(-1) + target.flatten(2).sum(-1)
-    overlap = total - (p - target.flatten(2)).abs().sum(-1)
+    total, overlap = _dice_sums(logits.detach().sigmoid().flatten(2), target.flatten(2))
     whole = _focal_dice_grad(logits.detach().flatten(2), target.flatten(2), w_focal, w_dice, total, overlap, alpha,
                              gamma)
     torch.testing.assert_close(whole.view_as(grad), expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))

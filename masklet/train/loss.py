@@ -29,22 +29,29 @@ def focal_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor, alpha: floa
 
 
 def _focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    # targets broadcast against logits; 1 - p_t and alpha_t written with as few full-size passes as they take
+    ce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits), reduction="none")
     if gamma:
         prob = logits.sigmoid()
-        p_t = prob * targets + (1 - prob) * (1 - targets)
-        ce = ce * (1 - p_t) ** gamma
+        ce = ce * (prob + targets - 2 * prob * targets).pow(gamma)  # (1 - p_t)^gamma
     if alpha >= 0:
-        ce = ce * (alpha * targets + (1 - alpha) * (1 - targets))
+        ce = ce * ((1 - alpha) + (2 * alpha - 1) * targets)  # alpha_t
     return ce
 
 
 def dice_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 - soft Dice with +1 smoothing, in the L1 form of Wang et al. (MICCAI 2023): (N, M, H, W) -> (N, M)."""
-    prob = logits.sigmoid().flatten(2)
-    tgt = targets.flatten(2)
+    return _dice(*_dice_sums(logits.sigmoid().flatten(2), targets.flatten(2)))
+
+
+def _dice_sums(prob: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum p + sum t, the overlap sum p + sum t - sum |p - t|) over the last dimension; the overlap is
+    2 * sum(p * t) for binary targets."""
     total = prob.sum(-1) + tgt.sum(-1)
-    overlap = total - (prob - tgt).abs().sum(-1)  # = 2 * sum(p * t) for binary targets
+    return total, total - (prob - tgt).abs().sum(-1)
+
+
+def _dice(total: torch.Tensor, overlap: torch.Tensor) -> torch.Tensor:
     return 1 - (overlap + 1) / (total + 1)
 
 
@@ -75,24 +82,17 @@ class _FocalDice(torch.autograd.Function):
     intermediates and differentiate every output, while the loss trains only the best of the M multimask
     outputs: on a CPU the backward here computes only the rows whose upstream gradient is non-zero (on a GPU
     it computes all of them, as choosing the rows would make the host wait for the device). For the official
-    recipe's clip at 1024 px: a third of the peak memory and two thirds of the time (`bench/train_loss.py`)."""
+    recipe's clip at 1024 px: a third of the peak memory, half to two thirds of the time (`bench/train_loss.py`)."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float,
                 gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # forward runs without autograd: the plain definitions keep nothing for the backward here
         x, t = logits.flatten(2), targets.flatten(2).to(logits.dtype)  # (N, M, P), (N, 1 or M, P)
-        p = x.sigmoid()
-        focal = F.binary_cross_entropy_with_logits(x, t.expand_as(x), reduction="none")
-        if gamma:
-            q = p + t - 2 * p * t  # 1 - p_t
-            focal = focal * q.pow(gamma)
-        if alpha >= 0:
-            focal = focal * ((1 - alpha) + (2 * alpha - 1) * t)
-        total = p.sum(-1) + t.sum(-1)
-        overlap = total - (p - t).abs().sum(-1)
+        total, overlap = _dice_sums(x.sigmoid(), t)
         ctx.save_for_backward(logits, targets, total, overlap)
         ctx.alpha, ctx.gamma = alpha, gamma
-        return focal.mean(-1), 1 - (overlap + 1) / (total + 1)
+        return _focal(x, t, alpha, gamma).mean(-1), _dice(total, overlap)
 
     @staticmethod
     def backward(ctx, g_focal: torch.Tensor, g_dice: torch.Tensor):
@@ -167,9 +167,9 @@ class SAM2Loss:
 
     def _step(self, masks: torch.Tensor, target: torch.Tensor, ious: torch.Tensor, obj_logits: torch.Tensor,
               num_objects: float) -> dict[str, torch.Tensor]:
-        target = target.expand_as(masks)
-        focal, dice = _FocalDice.apply(masks, target[:, :1], self.focal_alpha, self.focal_gamma)
+        focal, dice = _FocalDice.apply(masks, target, self.focal_alpha, self.focal_gamma)
         focal, dice = focal / num_objects, dice / num_objects
+        target = target.expand_as(masks)
         actual = mask_iou(masks, target)
         iou_err = (F.l1_loss if self.iou_use_l1_loss else F.mse_loss)(ious, actual, reduction="none") / num_objects
         if self.pred_obj_scores:
