@@ -528,3 +528,17 @@ def test_synthetic_images_label_only_shapes_mostly_in_view(monkeypatch):
                 dropped += 1
                 assert not ids[visible].any()
     assert ids.max() <= 3 and kept > 50 and dropped > 3  # both cases occur in the sample
+
+
+@pytest.mark.parametrize("bright,contrast,sat", [(1.1, 0.95, 1.05), (0.9, 1.05, 0.95), (1.3, 0.5, 2.0)])
+def test_color_jitter_as_one_map_equals_its_three_steps(bright, contrast, sat):
+    from masklet.train.data import color_jitter
+
+    imgs = torch.rand(3, 3, 20, 30, generator=torch.Generator().manual_seed(0))
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    step = imgs * bright
+    mean_grey = (step * w).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # per image
+    step = (step - mean_grey) * contrast + mean_grey
+    grey = (step * w).sum(1, keepdim=True)  # per pixel
+    step = ((step - grey) * sat + grey).clamp(0, 1)
+    assert torch.allclose(color_jitter(imgs, bright, contrast, sat), step, atol=1e-6)
