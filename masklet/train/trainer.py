@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -343,18 +344,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, Any]:
+        self._setup()
+        rows: list[dict[str, Any]] = self._read_rows() if self.resume_from else []
+        with warnings.catch_warnings():
+            # DDP compares every stride of a gradient with its bucket's, those of size-1 dimensions too: the
+            # gradients of 1x1 and depthwise convs fed permuted features have the same memory layout as their
+            # weights but other strides on those dimensions, and it warns (once per run) of a problem there is not
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            return self._epochs(rows)
+
+    def _epochs(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
-        self._setup()
         a = self.args
-        rows: list[dict[str, Any]] = self._read_rows() if self.resume_from else []
         for epoch in range(self.start_epoch, a["epochs"]):
             self.dataset.epoch = self.sampler.epoch = epoch
             self.net.train()
             sums = {k: 0.0 for k in (*LOSS_KEYS, CORE_LOSS)}
             count, t0 = 0, time.perf_counter()
-            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{a['epochs']}", disable=not (a["verbose"] and self.is_main),
-                       leave=False)
+            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{a['epochs']}",
+                       disable=not (a["verbose"] and self.is_main), leave=False)
             self.optimizer.zero_grad(set_to_none=True)
             n_batches = len(self.loader)
             image_batches = self._image_batches(epoch) if self.image_loader is not None else None
@@ -440,8 +449,6 @@ class Trainer:
             plot_metrics(rows, self.save_dir / "results.png")
         except ImportError as exc:  # the curve is optional: matplotlib comes with masklet[train]
             if not getattr(self, "_warned_plot", False):
-                import warnings
-
                 warnings.warn(str(exc), stacklevel=2)
                 self._warned_plot = True
         if self.args["verbose"]:
