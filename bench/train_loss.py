@@ -1,6 +1,6 @@
 """Time and peak memory of SAM 2's training loss on one clip, as masklet computes it against autograd through
 the plain definitions: focal and dice of every multimask output in one pass with a closed-form gradient that
-skips the outputs the loss does not train (`masklet.train.loss._FocalDice`), and the decoder's upsampling to
+skips the outputs the loss does not train (`masklet.train.loss._MaskTerms`), and the decoder's upsampling to
 full resolution as two matrix products (`masklet.train.forward.upsample_bilinear`), against
 `focal_loss_per_mask` + `dice_loss_per_mask` + `F.interpolate`. The inputs are what the official recipe
 gives the loss: T frames x N objects x M multimask low-res logits (size / 4), upsampled to size x size.
@@ -47,10 +47,13 @@ def _run(fused: bool, inputs, size: int) -> None:
         def upsample(x):
             return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
-        def focal_dice(x, t, alpha, gamma):
+        def mask_terms(x, t, alpha, gamma):
             t = t.expand_as(x)
-            return loss_module.focal_loss_per_mask(x, t, alpha, gamma), loss_module.dice_loss_per_mask(x, t)
-        plain = mock.patch.object(loss_module._FocalDice, "apply", focal_dice)
+            pred, gt = (x > 0).flatten(2), t.flatten(2)
+            iou = (pred & gt).sum(-1).float() / (pred | gt).sum(-1).float().clamp(min=1.0)
+            t = t.to(x.dtype)
+            return loss_module.focal_loss_per_mask(x, t, alpha, gamma), loss_module.dice_loss_per_mask(x, t), iou
+        plain = mock.patch.object(loss_module._MaskTerms, "apply", mask_terms)
     outputs = [{"multistep_pred_multimasks_high_res": [upsample(low[t])], "multistep_pred_ious": [ious[t]],
                 "multistep_object_score_logits": [scores[t]]} for t in range(len(low))]
     with plain:

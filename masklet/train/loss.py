@@ -41,83 +41,92 @@ def _focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: flo
 
 def dice_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 - soft Dice with +1 smoothing, in the L1 form of Wang et al. (MICCAI 2023): (N, M, H, W) -> (N, M)."""
-    return _dice(*_dice_sums(logits.sigmoid().flatten(2), targets.flatten(2)))
-
-
-def _dice_sums(prob: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum p + sum t, the overlap sum p + sum t - sum |p - t|) over the last dimension; the overlap is
-    2 * sum(p * t) for binary targets."""
+    prob, tgt = logits.sigmoid().flatten(2), targets.flatten(2)
     total = prob.sum(-1) + tgt.sum(-1)
-    return total, total - (prob - tgt).abs().sum(-1)
+    return 1 - (total - (prob - tgt).abs().sum(-1) + 1) / (total + 1)
 
 
-def _dice(total: torch.Tensor, overlap: torch.Tensor) -> torch.Tensor:
-    return 1 - (overlap + 1) / (total + 1)
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b, -1) for a (N, M, P) and b (N, 1 or M, P): a matrix product when b is shared by the M rows,
+    so the product is never written out."""
+    return (a @ b.transpose(1, 2)).squeeze(-1) if b.shape[1] == 1 < a.shape[1] else (a * b).sum(-1)
 
 
-def _focal_dice_grad(x: torch.Tensor, t: torch.Tensor, g_focal: torch.Tensor, g_dice: torch.Tensor,
-                     total: torch.Tensor, overlap: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """d (g_focal * focal + g_dice * dice) / d logits for logits x (..., P) and targets t (broadcastable to
-    x), given the per-mask upstream gradients, sum p + sum t and overlap of the forward (all of shape ...)."""
-    p = x.sigmoid()
-    dp = p * (1 - p)  # d sigmoid / d x
-    # focal: d/dx [a_t * ce * q^gamma] = a_t * ((p - t) q^gamma + ce * gamma q^(gamma-1) (1 - 2t) p (1 - p))
-    d_focal = p - t
-    if gamma:
-        q = p + t - 2 * p * t
-        ce = F.binary_cross_entropy_with_logits(x, t.expand_as(x), reduction="none")
-        d_focal = d_focal * q.pow(gamma) + ce * (gamma * q.pow(gamma - 1)) * (1 - 2 * t) * dp
+def _binary_grad(x: torch.Tensor, t: torch.Tensor, g_focal: torch.Tensor, g_dice: torch.Tensor, denom: torch.Tensor,
+                 dice: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """d (g_focal * focal + g_dice * dice) / d logits for logits x (..., P) and binary targets t (bool,
+    broadcastable to x); the per-mask upstream gradients, the dice denominator and the dice of the forward
+    are of shape (...). With u = 1 - 2t, z = u x and q = sigmoid(z) = 1 - p_t:
+    focal = a_t softplus(z) q^gamma / P, so d/dx = u a_t q^gamma (q + gamma softplus(z) (1 - q)) / P;
+    dice = sum q / D with D = sum p + sum t + 1, so d/dx = q (1 - q) (u - dice) / D."""
+    tf = t.to(x.dtype)
+    u = 1 - 2 * tf
+    z = x * u
+    q = z.sigmoid()
+    d = q if not gamma else q.pow(gamma) * (q + gamma * F.softplus(z) * (1 - q))
     if alpha >= 0:
-        d_focal = d_focal * ((1 - alpha) + (2 * alpha - 1) * t)
-    d_focal = d_focal * (g_focal / x.shape[-1])[..., None]
-    # dice = 1 - O / D with D = sum p + sum t + 1, O = D - sum |p - t|: d dice / d p = -((1 - sign(p - t)) D - O) / D^2
-    big_d, big_o = (total + 1)[..., None], (overlap + 1)[..., None]
-    d_dice = (big_o - (1 - torch.sign(p - t)) * big_d) / big_d.square() * dp * g_dice[..., None]
-    return d_focal + d_dice
+        d = d * ((1 - alpha) + (2 * alpha - 1) * tf)
+    focal = u * d * (g_focal / x.shape[-1])[..., None]
+    return focal + q * (1 - q) * (u - dice[..., None]) * (g_dice / denom)[..., None]
 
 
-class _FocalDice(torch.autograd.Function):
-    """`focal_loss_per_mask` and `dice_loss_per_mask` of the same logits in one pass, with their gradient in
-    closed form (same values and gradients up to float rounding). Autograd would keep a dozen (N, M, H, W)
-    intermediates and differentiate every output, while the loss trains only the best of the M multimask
-    outputs: on a CPU the backward here computes only the rows whose upstream gradient is non-zero (on a GPU
-    it computes all of them, as choosing the rows would make the host wait for the device). For the official
-    recipe's clip at 1024 px: a third of the peak memory, half to two thirds of the time (`bench/train_loss.py`)."""
+class _MaskTerms(torch.autograd.Function):
+    """Focal and dice of every multimask output against binary targets in one pass, with their gradient in
+    closed form, and the IoU of the thresholded masks (same values as `focal_loss_per_mask`,
+    `dice_loss_per_mask` and the official `iou` up to float rounding).
+
+    With binary targets both losses are functions of z = (1 - 2t) x, the logit of the wrong class: binary
+    cross-entropy is softplus(z), 1 - p_t = |p - t| = sigmoid(z), and the sums the dice needs are sums of
+    sigmoid(z): the forward writes five (N, M, H, W) tensors and reduces them with matrix products against
+    the per-pixel target weights, where autograd through the plain definitions writes about twenty and keeps a
+    dozen for its backward. The loss trains only the best
+    of the M outputs: on a CPU the backward computes only the rows whose upstream gradient is non-zero (on a
+    GPU all of them, as choosing the rows would make the host wait for the device). For the official recipe's
+    clip at 1024 px: a third of the peak memory, half to two thirds of the time (`bench/train_loss.py`).
+
+    forward(logits (N, M, H, W), targets (N, 1 or M, H, W) bool, alpha, gamma) -> focal (N, M), dice (N, M),
+    iou (N, M; 0 for two empty masks, not differentiable)."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float,
-                gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        # forward runs without autograd: the plain definitions keep nothing for the backward here
-        x, t = logits.flatten(2), targets.flatten(2).to(logits.dtype)  # (N, M, P), (N, 1 or M, P)
-        total, overlap = _dice_sums(x.sigmoid(), t)
-        ctx.save_for_backward(logits, targets, total, overlap)
+                gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, t = logits.flatten(2), targets.flatten(2)  # (N, M, P), (N, 1 or M, P)
+        tf = t.to(x.dtype)
+        u = 1 - 2 * tf
+        z = x * u
+        q = z.sigmoid()
+        ce = F.softplus(z)
+        if gamma:
+            ce = ce * (q * q if gamma == 2 else q.pow(gamma))
+        focal = (_row_dot(ce, (1 - alpha) + (2 * alpha - 1) * tf) if alpha >= 0 else ce.sum(-1)) / x.shape[-1]
+        del ce
+        n_pos = tf.sum(-1)
+        denom = n_pos + _row_dot(q, u) + n_pos + 1  # sum p = n_pos + sum q u
+        dice = q.sum(-1) / denom
+        del q
+        pred = (x > 0).to(x.dtype)
+        inter = _row_dot(pred, tf)
+        iou = inter / (pred.sum(-1) + n_pos - inter).clamp(min=1.0)
+        ctx.save_for_backward(logits, targets, denom, dice)
         ctx.alpha, ctx.gamma = alpha, gamma
-        return _focal(x, t, alpha, gamma).mean(-1), _dice(total, overlap)
+        ctx.mark_non_differentiable(iou)
+        return focal, dice, iou
 
     @staticmethod
-    def backward(ctx, g_focal: torch.Tensor, g_dice: torch.Tensor):
-        logits, targets, total, overlap = ctx.saved_tensors
-        x, t = logits.flatten(2), targets.flatten(2).to(logits.dtype)
+    def backward(ctx, g_focal: torch.Tensor, g_dice: torch.Tensor, _g_iou: torch.Tensor):
+        logits, targets, denom, dice = ctx.saved_tensors
+        x, t = logits.flatten(2), targets.flatten(2)
         terms = (ctx.alpha, ctx.gamma)
         if logits.device.type != "cpu":
-            grad = _focal_dice_grad(x, t, g_focal, g_dice, total, overlap, *terms).view_as(logits)
-            return grad, None, None, None
+            return _binary_grad(x, t, g_focal, g_dice, denom, dice, *terms).view_as(logits), None, None, None
         grad = torch.zeros_like(logits)
         rows = ((g_focal != 0) | (g_dice != 0)).nonzero()  # (K, 2): (object, output) pairs that get a gradient
         if len(rows):
             i, j = rows.unbind(1)
             t = t[i, j if t.shape[1] == x.shape[1] else 0]
-            grad.flatten(2)[i, j] = _focal_dice_grad(x[i, j], t, g_focal[i, j], g_dice[i, j], total[i, j],
-                                                     overlap[i, j], *terms)
+            grad.flatten(2)[i, j] = _binary_grad(x[i, j], t, g_focal[i, j], g_dice[i, j], denom[i, j], dice[i, j],
+                                                 *terms)
         return grad, None, None, None
-
-
-def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """IoU of the thresholded (logit > 0) masks with the targets, (N, M, H, W) -> (N, M); 0 for two empty masks."""
-    pred, gt = logits.flatten(2) > 0, targets.flatten(2) > 0
-    inter = (pred & gt).sum(-1).float()
-    union = (pred | gt).sum(-1).float()
-    return inter / union.clamp(min=1.0)
 
 
 @dataclass
@@ -128,8 +137,9 @@ class SAM2Loss:
     (first prompt, then each correction click) of
       "multistep_pred_multimasks_high_res" (N, M, H, W) mask logits (M = 3 multimask or 1),
       "multistep_pred_ious" (N, M) predicted IoUs, "multistep_object_score_logits" (N, 1);
-    `targets` (frames, N, H, W) binary masks. Returns {"loss_mask", "loss_dice", "loss_iou", "loss_class",
-    "core_loss"} summed over frames and steps, where core_loss is the weighted sum that is back-propagated.
+    `targets` (frames, N, H, W) binary masks (bool or 0 / 1; other values raise ValueError). Returns
+    {"loss_mask", "loss_dice", "loss_iou", "loss_class", "core_loss"} summed over frames and steps, where
+    core_loss is the weighted sum that is back-propagated.
     """
 
     weights: Mapping[str, float] = field(default_factory=lambda: {"loss_mask": 20.0, "loss_dice": 1.0,
@@ -153,10 +163,15 @@ class SAM2Loss:
                  targets: torch.Tensor) -> dict[str, torch.Tensor]:
         if len(outputs) != len(targets):
             raise ValueError(f"{len(outputs)} frames of outputs but {len(targets)} frames of targets")
+        if targets.dtype != torch.bool:
+            if not ((targets == 0) | (targets == 1)).all():
+                raise ValueError("SAM2Loss takes binary target masks (bool, or 0 / 1 values); got other values: "
+                                 "threshold soft masks first, e.g. targets > 0.5")
+            targets = targets != 0
         num_objects = self.num_objects(targets)
         totals: dict[str, torch.Tensor] = {}
         for frame_out, frame_targets in zip(outputs, targets):
-            target = frame_targets.unsqueeze(1).float()
+            target = frame_targets.unsqueeze(1)
             steps = zip(frame_out["multistep_pred_multimasks_high_res"], frame_out["multistep_pred_ious"],
                         frame_out["multistep_object_score_logits"])
             for masks, ious, obj_logits in steps:
@@ -167,13 +182,11 @@ class SAM2Loss:
 
     def _step(self, masks: torch.Tensor, target: torch.Tensor, ious: torch.Tensor, obj_logits: torch.Tensor,
               num_objects: float) -> dict[str, torch.Tensor]:
-        focal, dice = _FocalDice.apply(masks, target, self.focal_alpha, self.focal_gamma)
+        focal, dice, actual = _MaskTerms.apply(masks, target, self.focal_alpha, self.focal_gamma)
         focal, dice = focal / num_objects, dice / num_objects
-        target = target.expand_as(masks)
-        actual = mask_iou(masks, target)
         iou_err = (F.l1_loss if self.iou_use_l1_loss else F.mse_loss)(ious, actual, reduction="none") / num_objects
         if self.pred_obj_scores:
-            present = (target[:, 0] > 0).flatten(1).any(-1, keepdim=True).to(masks.dtype)
+            present = target.flatten(1).any(-1, keepdim=True).to(masks.dtype)
             loss_class = _focal(obj_logits, present, self.focal_alpha_obj_score,
                                 self.focal_gamma_obj_score).mean(1).sum() / num_objects
         else:
