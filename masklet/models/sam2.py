@@ -163,17 +163,16 @@ class SAM2Model(nn.Module):
         out = self.decode(pix_feat, high_res, sparse, dense, multimask_output)
         is_present = out.object_score_logits > 0
         low_multi = torch.where(is_present[:, None, None], out.masks, NO_OBJ_SCORE).float()
-        high_multi = F.interpolate(low_multi, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False)
         token = out.tokens[:, 0]
+        low = low_multi
         if multimask_output:
             best = torch.argmax(out.iou, dim=-1)
             rows = torch.arange(batch, device=pix_feat.device)
-            low, high = low_multi[rows, best].unsqueeze(1), high_multi[rows, best].unsqueeze(1)
+            low = low_multi[rows, best].unsqueeze(1)
             if out.tokens.shape[1] > 1:
                 token = out.tokens[rows, best]
-        else:
-            low, high = low_multi, high_multi
+        # only the chosen mask at full size (the official code upsamples all M and then picks one)
+        high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         obj_ptr = self.obj_ptr_proj(token)
         presence = is_present.float()
         obj_ptr = presence * obj_ptr + (1 - presence) * self.no_obj_ptr
