@@ -482,15 +482,9 @@ def reset_peak_rss() -> bool:
 def trim_allocator() -> bool:
     """Hand glibc's free heap pages back to the OS (malloc_trim), so that a following RSS reading measures the
     memory still in use rather than what the allocator happens to keep cached. False where unavailable."""
-    import ctypes
-    import ctypes.util
+    from masklet.utils.allocator import trim_allocator as trim
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): readings include cached free pages
-        return False
-    return True
+    return trim()
 
 
 def current_rss_mb(trim: bool = False) -> float:

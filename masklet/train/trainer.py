@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils.allocator import retain_freed_memory
 from .data import (
     Augment,
     ImageTrainDataset,
@@ -346,7 +347,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         self._setup()
         rows: list[dict[str, Any]] = self._read_rows() if self.resume_from else []
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), retain_freed_memory(self.device.type == "cpu"):
             # DDP compares every stride of a gradient with its bucket's, those of size-1 dimensions too: the
             # gradients of 1x1 and depthwise convs fed permuted features have the same memory layout as their
             # weights but other strides on those dimensions, and it warns (once per run) of a problem there is not
