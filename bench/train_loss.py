@@ -48,11 +48,9 @@ def _run(fused: bool, inputs, size: int) -> None:
             return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
         def mask_terms(x, t, alpha, gamma):
-            t = t.expand_as(x)
-            pred, gt = (x > 0).flatten(2), t.flatten(2)
-            iou = (pred & gt).sum(-1).float() / (pred | gt).sum(-1).float().clamp(min=1.0)
-            t = t.to(x.dtype)
-            return loss_module.focal_loss_per_mask(x, t, alpha, gamma), loss_module.dice_loss_per_mask(x, t), iou
+            t = t.expand_as(x).to(x.dtype)
+            return (loss_module.focal_loss_per_mask(x, t, alpha, gamma), loss_module.dice_loss_per_mask(x, t),
+                    loss_module.mask_iou(x, t))
         plain = mock.patch.object(loss_module._MaskTerms, "apply", mask_terms)
     outputs = [{"multistep_pred_multimasks_high_res": [upsample(low[t])], "multistep_pred_ious": [ious[t]],
                 "multistep_object_score_logits": [scores[t]]} for t in range(len(low))]

@@ -20,6 +20,7 @@ from masklet.train.loss import (
     _MaskTerms,
     dice_loss_per_mask,
     focal_loss_per_mask,
+    mask_iou,
 )
 from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
@@ -85,9 +86,7 @@ def test_one_pass_mask_terms_equal_the_plain_definitions(alpha, gamma, shared):
     fused_focal, fused_dice, iou = _MaskTerms.apply(logits, target, alpha, gamma)
     torch.testing.assert_close(fused_focal, focal, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fused_dice, dice, rtol=1e-5, atol=1e-7)
-    pred, gt = logits.detach() > 0, target.expand_as(logits)
-    plain_iou = (pred & gt).flatten(2).sum(-1) / (pred | gt).flatten(2).sum(-1).clamp(min=1)
-    assert torch.equal(iou, plain_iou.float())
+    assert torch.equal(iou, mask_iou(logits.detach(), plain_target))
     grad, = torch.autograd.grad((fused_focal * w_focal).sum() + (fused_dice * w_dice).sum(), logits)
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
     assert grad[0].abs().sum() == 0 and grad[1, 1:].abs().sum() == 0 and grad[1, 0].abs().sum() > 0

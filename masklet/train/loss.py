@@ -46,6 +46,23 @@ def dice_loss_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return 1 - (total - (prob - tgt).abs().sum(-1) + 1) / (total + 1)
 
 
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of the thresholded (logit > 0) masks with the targets, (N, M, H, W) -> (N, M); 0 for two empty masks."""
+    pred, gt = logits.flatten(2) > 0, targets.flatten(2) > 0
+    inter = (pred & gt).sum(-1).float()
+    union = (pred | gt).sum(-1).float()
+    return inter / union.clamp(min=1.0)
+
+
+def _wrong_class(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For logits x and binary targets t (bool, broadcastable to x): t as x's dtype, u = 1 - 2t, the logit of
+    the wrong class z = u x, and q = sigmoid(z) = 1 - p_t."""
+    tf = t.to(x.dtype)
+    u = 1 - 2 * tf
+    z = x * u
+    return tf, u, z, z.sigmoid()
+
+
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum(a * b, -1) for a (N, M, P) and b (N, 1 or M, P): a matrix product when b is shared by the M rows,
     so the product is never written out."""
@@ -59,10 +76,7 @@ def _binary_grad(x: torch.Tensor, t: torch.Tensor, g_focal: torch.Tensor, g_dice
     are of shape (...). With u = 1 - 2t, z = u x and q = sigmoid(z) = 1 - p_t:
     focal = a_t softplus(z) q^gamma / P, so d/dx = u a_t q^gamma (q + gamma softplus(z) (1 - q)) / P;
     dice = sum q / D with D = sum p + sum t + 1, so d/dx = q (1 - q) (u - dice) / D."""
-    tf = t.to(x.dtype)
-    u = 1 - 2 * tf
-    z = x * u
-    q = z.sigmoid()
+    tf, u, z, q = _wrong_class(x, t)
     d = q if not gamma else q.pow(gamma) * (q + gamma * F.softplus(z) * (1 - q))
     if alpha >= 0:
         d = d * ((1 - alpha) + (2 * alpha - 1) * tf)
@@ -73,16 +87,16 @@ def _binary_grad(x: torch.Tensor, t: torch.Tensor, g_focal: torch.Tensor, g_dice
 class _MaskTerms(torch.autograd.Function):
     """Focal and dice of every multimask output against binary targets in one pass, with their gradient in
     closed form, and the IoU of the thresholded masks (same values as `focal_loss_per_mask`,
-    `dice_loss_per_mask` and the official `iou` up to float rounding).
+    `dice_loss_per_mask` and `mask_iou` up to float rounding).
 
     With binary targets both losses are functions of z = (1 - 2t) x, the logit of the wrong class: binary
     cross-entropy is softplus(z), 1 - p_t = |p - t| = sigmoid(z), and the sums the dice needs are sums of
     sigmoid(z): the forward writes five (N, M, H, W) tensors and reduces them with matrix products against
     the per-pixel target weights, where autograd through the plain definitions writes about twenty and keeps a
-    dozen for its backward. The loss trains only the best
-    of the M outputs: on a CPU the backward computes only the rows whose upstream gradient is non-zero (on a
-    GPU all of them, as choosing the rows would make the host wait for the device). For the official recipe's
-    clip at 1024 px: a third of the peak memory, half to two thirds of the time (`bench/train_loss.py`).
+    dozen for its backward. The loss trains only the best of the M outputs: on a CPU the backward computes
+    only the rows whose upstream gradient is non-zero (on a GPU all of them, as choosing the rows would make
+    the host wait for the device). For the official recipe's clip at 1024 px: a third of the peak memory,
+    about 40 % of the time (`bench/train_loss.py`).
 
     forward(logits (N, M, H, W), targets (N, 1 or M, H, W) bool, alpha, gamma) -> focal (N, M), dice (N, M),
     iou (N, M; 0 for two empty masks, not differentiable)."""
@@ -91,10 +105,7 @@ class _MaskTerms(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, alpha: float,
                 gamma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, t = logits.flatten(2), targets.flatten(2)  # (N, M, P), (N, 1 or M, P)
-        tf = t.to(x.dtype)
-        u = 1 - 2 * tf
-        z = x * u
-        q = z.sigmoid()
+        tf, u, z, q = _wrong_class(x, t)
         ce = F.softplus(z)
         if gamma:
             ce = ce * (q * q if gamma == 2 else q.pow(gamma))
