@@ -23,8 +23,8 @@ trains everything but the image encoder (the memory, and the decoder, which lear
 without a prompt), with 8 of the training images mixed into every step (`image_data=`, as Meta mixes SA-1B
 into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
 head trained), and sees its 3,500 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
-one at a time on a CPU). Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on
-two cores, two single-thread processes ran 1.16x the image steps and 1.4x the video clips per second of one
+one at a time on a CPU). Decoded images and frames stay in memory after their first epoch (`cache=True`).
+Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on two cores, two single-thread processes ran 1.16x the image steps and 1.4x the video clips per second of one
 two-thread process (the ops of a model this small scale badly over threads); `--batch` and the other batch
 sizes are global (split over the processes, so the steps are those of one process with that batch).
 Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags and load.
@@ -245,7 +245,7 @@ def main() -> None:
     else:
         train_args = dict(imgsz=opts.imgsz, lr=opts.lr, vision_lr_ratio=1.0, layer_decay=1.0, weight_decay=0.01,
                           warmup=0.02, corrections=opts.corrections, prob_box=opts.prob_box, amp=opts.amp,
-                          device=opts.device, seed=opts.seed, project=str(out), verbose=True)
+                          device=opts.device, seed=opts.seed, project=str(out), verbose=True, cache=True)
         # images: every shape of an image is a training object (max_objects=3), one encoder pass for all of them;
         # first at a quarter of the pixels (progressive resizing: a 64 px step costs 0.4x a 128 px one)
         image_args = dict(data=str(data / "train_images"), batch=batches["batch"], max_objects=3,

@@ -24,6 +24,7 @@ from masklet.train.loss import (
 )
 from masklet.train.optim import is_frozen, layer_scale, lr_factor, param_groups, parse_freeze
 from masklet.train.prompts import ClipPlan, PromptRecipe, box_prompt, error_click, plan_clip
+from masklet.train.trainer import Trainer
 from masklet.utils.boxes import masks_to_boxes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -367,6 +368,62 @@ def test_video_dataset_clips(tmp_path):
     images, masks = ds[0]
     assert images.shape == (4, 3, 64, 64) and masks.shape[:2] == (4, 2) and masks.shape[2:] == (64, 64)
     assert masks[0].flatten(1).any(-1).all()  # objects come from those visible on the clip's first frame
+
+
+def test_cache_gives_the_same_samples_and_decodes_each_file_once(tmp_path, monkeypatch):
+    import masklet.train.data as train_data
+    from masklet.val.datasets import VOSVideo
+
+    rng = np.random.default_rng(3)
+    images_dir = tmp_path / "imgs"
+    (images_dir / "images").mkdir(parents=True)
+    (images_dir / "masks").mkdir()
+    for i in range(3):
+        img, ids = _shapes_image(rng)
+        Image.fromarray(img).save(images_dir / "images" / f"{i}.png")
+        Image.fromarray(ids).save(images_dir / "masks" / f"{i}.png")
+    write_box_clips(tmp_path / "clips")
+    reads: list[str] = []  # the files the cached datasets decode
+    read_image = train_data.read_image
+    monkeypatch.setattr(train_data, "read_image", lambda path: reads.append(str(path)) or read_image(path))
+    monkeypatch.setattr(VOSVideo, "read_frame", lambda self, t: reads.append(str(self.frame_paths[t])) or
+                        read_image(self.frame_paths[t]))
+    for make in (lambda cache: ImageTrainDataset(images_dir, 64, cache=cache),
+                 lambda cache: VideoTrainDataset(tmp_path / "clips", 64, num_frames=4, cache=cache)):
+        plain, cached = make(False), make(True)
+        reads.clear()
+        for epoch in range(3):  # other crops, flips and colours every epoch, from the same decoded data
+            plain.epoch = cached.epoch = epoch
+            for i in range(len(plain)):
+                n = len(reads)
+                a = plain[i]
+                del reads[n:]
+                b = cached[i]
+                assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert reads and len(reads) == len(set(reads))  # each file decoded once over the three epochs
+    with pytest.raises(ValueError, match="workers=0"):
+        Trainer(data=str(images_dir), cache=True, workers=2)
+    with pytest.raises(ValueError, match="True or False"):
+        Trainer(data=str(images_dir), cache="ram")
+
+
+def test_resize_in_uint8_stays_within_a_level_of_float():
+    from masklet.train.data import make_clip
+
+    rng = np.random.default_rng(4)
+    frame = (rng.random((96, 120, 3)) * 255).astype(np.uint8)
+    frame[20:60, 30:90] = (10, 200, 120)
+    masks = np.zeros((1, 1, 96, 120), bool)
+    masks[0, 0, 20:60, 30:90] = True
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    for size in (64, 160):  # down (antialiased) and up
+        images, m = make_clip([frame], masks, size, Augment.none(), torch.Generator().manual_seed(0))
+        ref = torch.nn.functional.interpolate(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255,
+                                              size=(size, size), mode="bilinear", align_corners=False,
+                                              antialias=True)
+        assert images.is_contiguous() and m.shape == (1, 1, size, size)
+        assert (images * std + mean - ref).abs().max() <= 1.01 / 255  # rounded to the nearest of 256 levels
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

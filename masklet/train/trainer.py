@@ -73,6 +73,9 @@ TRAIN_KEYS: dict[str, tuple[Any, str]] = {
     "amp": (True, "bfloat16 autocast on CUDA and on CPUs with bf16 instructions"),
     "device": (None, "cpu, cuda, cuda:N or N (default: the GPU of this rank if any, else cpu)"),
     "workers": (0, "DataLoader worker processes"),
+    "cache": (False, "keep decoded images (video frames) and masks in memory after their first read, so later "
+                     "epochs skip the decoding (uint8: ~3 bytes a pixel of the dataset, per training process); "
+                     "with workers=0"),
     "seed": (0, "seed of data order, augmentation and prompts"),
     "val": (None, "validation data (default: the training data when masklet val can read it; False: none)"),
     "val_samples": (20, "images (or videos) validated at each epoch end"),
@@ -192,7 +195,7 @@ class Trainer:
                 raise FileNotFoundError(f"resume checkpoint not found: {self.resume_from}")
             saved = json.loads((self.resume_from.parent.parent / "args.json").read_text())
             # the run continues as it was started; only how long and where it runs may change
-            keep = {k: args[k] for k in ("epochs", "device", "workers", "verbose") if k in kwargs}
+            keep = {k: args[k] for k in ("epochs", "device", "workers", "cache", "verbose") if k in kwargs}
             args = {**args, **saved, **keep, "resume": args["resume"]}
         if args["data"] is None:
             raise ValueError("data= is required: a COCO JSON, an images/+masks/ or images/+labels/ folder, or a "
@@ -202,6 +205,12 @@ class Trainer:
             if not isinstance(args[key], int) or isinstance(args[key], bool) or args[key] < 1:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
         self.recipe = PromptRecipe(corrections=args["corrections"], prob_box=args["prob_box"])  # checks both
+        if not isinstance(args["cache"], bool):
+            raise ValueError(f"cache must be True or False, got {args['cache']!r}")
+        if args["cache"] and args["workers"]:
+            raise ValueError(f"cache=True keeps the decoded data in the training process; DataLoader workers "
+                             f"(workers={args['workers']}) would each decode and keep their own copy, again every "
+                             "epoch: use cache=True with workers=0, or workers without cache")
         if args["init"] not in INIT_CHOICES:
             raise ValueError(f"init={args['init']!r}: use one of {', '.join(INIT_CHOICES)}")
         self.args = args
@@ -266,11 +275,12 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=a["lr"], weight_decay=a["weight_decay"],
                                            fused=self.device.type in ("cpu", "cuda"))
         if self.mode == "image":
-            self.dataset: Any = ImageTrainDataset(a["data"], self.imgsz, Augment(), a["max_objects"], a["seed"])
+            self.dataset: Any = ImageTrainDataset(a["data"], self.imgsz, Augment(), a["max_objects"], a["seed"],
+                                                  cache=a["cache"])
             collate = collate_images
         else:
             self.dataset = VideoTrainDataset(a["data"], self.imgsz, a["num_frames"], Augment(), a["max_objects"],
-                                             a["seed"])
+                                             a["seed"], cache=a["cache"])
             collate = collate_video
         self.sampler, self.loader = self._loader(self.dataset, a["batch"], collate, a["seed"])
         self.image_loader = None
@@ -280,7 +290,7 @@ class Trainer:
                                  "DAVIS-layout video dataset (for images alone, pass them as data=)")
             image_seed = a["seed"] + 1  # an order and augmentation of their own, not the clips'
             self.image_dataset = ImageTrainDataset(a["image_data"], self.imgsz, Augment(), a["max_objects"],
-                                                   image_seed)
+                                                   image_seed, cache=a["cache"])
             self.image_sampler, self.image_loader = self._loader(self.image_dataset, a["image_batch"] or a["batch"],
                                                                  collate_images, image_seed)
         self.steps_per_epoch = math.ceil(len(self.loader) / a["accumulate"])
