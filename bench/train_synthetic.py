@@ -24,9 +24,9 @@ without a prompt), with 8 of the training images mixed into every step (`image_d
 into SA-V: without them the decoder forgets the clicks, so it used to stay frozen and only its object-score
 head trained), and sees its 3,500 clips twice, 8 per step (batched clips run ~1.9x the clips per second of
 one at a time on a CPU). Decoded images and frames stay in memory after their first epoch (`cache=True`).
-Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on two cores, two single-thread processes ran 1.16x the image steps and 1.4x the video clips per second of one
-two-thread process (the ops of a model this small scale badly over threads); `--batch` and the other batch
-sizes are global (split over the processes, so the steps are those of one process with that batch).
+Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on two cores, two single-thread
+processes ran 1.16x the image steps and 1.4x the video clips per second of one two-thread process (the ops of a
+model this small scale badly over threads); `--batch` and the other batch sizes are global (split over the processes, so the steps are those of one process with that batch).
 Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags and load.
 Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic of several threads or
 processes is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
