@@ -26,7 +26,8 @@ head trained), and sees its 3,500 clips twice, 8 per step (batched clips run ~1.
 one at a time on a CPU). Decoded images and frames stay in memory after their first epoch (`cache=True`).
 Both phases train as `--procs` DDP processes (gloo) of `--threads` threads each: on two cores, two single-thread
 processes ran 1.16x the image steps and 1.4x the video clips per second of one two-thread process (the ops of a
-model this small scale badly over threads); `--batch` and the other batch sizes are global (split over the processes, so the steps are those of one process with that batch).
+model this small scale badly over threads); `--batch` and the other batch sizes are global (split over the
+processes, so the steps are those of one process with that batch).
 Prints one JSON object on stdout (the trainers' lines go to stderr) with the machine's CPU flags and load.
 Data, initialisation, sample order and prompts come from `--seed`; the float32 arithmetic of several threads or
 processes is not bit-identical from run to run, so a rerun lands near, not on, the same scores (`--save` copies
