@@ -403,7 +403,7 @@ def test_cache_gives_the_same_samples_and_decodes_each_file_once(tmp_path, monke
         assert reads and len(reads) == len(set(reads))  # each file decoded once over the three epochs
     with pytest.raises(ValueError, match="workers=0"):
         Trainer(data=str(images_dir), cache=True, workers=2)
-    with pytest.raises(ValueError, match="True or False"):
+    with pytest.raises(TypeError, match="True or False"):
         Trainer(data=str(images_dir), cache="ram")
 
 

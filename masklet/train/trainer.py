@@ -206,7 +206,7 @@ class Trainer:
                 raise ValueError(f"{key} must be a positive integer, got {args[key]!r}")
         self.recipe = PromptRecipe(corrections=args["corrections"], prob_box=args["prob_box"])  # checks both
         if not isinstance(args["cache"], bool):
-            raise ValueError(f"cache must be True or False, got {args['cache']!r}")
+            raise TypeError(f"cache must be True or False, got {args['cache']!r}")
         if args["cache"] and args["workers"]:
             raise ValueError(f"cache=True keeps the decoded data in the training process; DataLoader workers "
                              f"(workers={args['workers']}) would each decode and keep their own copy, again every "
