@@ -173,6 +173,15 @@ def detect_format(data: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- datasets
+def _cached(cache: dict | None, key: Any, read: Any) -> Any:
+    """read(), kept in `cache` under `key` when there is a cache (the datasets' `cache=True`)."""
+    if cache is None:
+        return read()
+    if key not in cache:
+        cache[key] = read()
+    return cache[key]
+
+
 class ImageTrainDataset(torch.utils.data.Dataset):
     """Images with instance masks as one-frame clips; up to `max_objects` instances drawn per image per epoch.
     `cache=True` keeps each decoded image and its masks (uint8 / bool arrays) in this process after the first
@@ -197,13 +206,11 @@ class ImageTrainDataset(torch.utils.data.Dataset):
         return len(self.reader)
 
     def _read(self, index: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
-        path, masks = self.reader[index]
-        sample = read_image(path), masks
-        if self.cache is not None:
-            self.cache[index] = sample
-        return sample
+        def decode() -> tuple[np.ndarray, list[np.ndarray]]:
+            path, masks = self.reader[index]
+            return read_image(path), masks
+
+        return _cached(self.cache, index, decode)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = sample_generator(self.seed, self.epoch, index)
@@ -231,12 +238,7 @@ class VideoTrainDataset(torch.utils.data.Dataset):
 
     def _read(self, index: int, video: Any, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(frame (H, W, 3) uint8, label map (H, W)) of frame t of video `index`."""
-        if self.cache is not None and (index, t) in self.cache:
-            return self.cache[index, t]
-        sample = video.read_frame(t), video.read_annotation(t)
-        if self.cache is not None:
-            self.cache[index, t] = sample
-        return sample
+        return _cached(self.cache, (index, t), lambda: (video.read_frame(t), video.read_annotation(t)))
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -208,7 +208,7 @@ class Trainer:
         if not isinstance(args["cache"], bool):
             raise TypeError(f"cache must be True or False, got {args['cache']!r}")
         if args["cache"] and args["workers"]:
-            raise ValueError(f"cache=True keeps the decoded data in the training process; DataLoader workers "
+            raise ValueError("cache=True keeps the decoded data in the training process; DataLoader workers "
                              f"(workers={args['workers']}) would each decode and keep their own copy, again every "
                              "epoch: use cache=True with workers=0, or workers without cache")
         if args["init"] not in INIT_CHOICES:
