@@ -146,7 +146,8 @@ def score_split(model: torch.nn.Module, data: Path, prefix: str, imgsz: int, sav
                           imgsz=imgsz, verbose=False, save_dir=save_dir / "interactive", dtype="float32")["summary"]
     vos = val_run(model, str(data / f"{prefix}_clips"), task="vos", imgsz=imgsz, verbose=False,
                   save_dir=save_dir / "vos", dtype="float32")["summary"]
-    scores = {"mIoU@1": float(interactive["mIoU@1"]), "mIoU@3": float(interactive.get("mIoU@3", float("nan"))),
+    scores = {"mIoU@1": float(interactive["mIoU@1"]), "mIoU@1-oracle": float(interactive["mIoU@1-oracle"]),
+              "mIoU@3": float(interactive.get("mIoU@3", float("nan"))),
               "J&F": float(vos["J&F-Mean"]), "J": float(vos["J-Mean"]), "F": float(vos["F-Mean"])}
     scores["mean"] = (scores["mIoU@1"] + scores["J&F"]) / 2
     if max_clicks < 3:
@@ -301,7 +302,8 @@ def main() -> None:
         "video_image_batch": opts.video_image_batch,
         "heldout_images": opts.val_images, "heldout_clips": opts.val_clips,
         "eval_imgsz": eval_imgsz,
-        "mIoU@1": scores["mIoU@1"], "mIoU@3": scores["mIoU@3"], "J&F": scores["J&F"], "J": scores["J"],
+        "mIoU@1": scores["mIoU@1"], "mIoU@1-oracle": scores["mIoU@1-oracle"], "mIoU@3": scores["mIoU@3"],
+        "J&F": scores["J&F"], "J": scores["J"],
         "F": scores["F"],
         f"at_imgsz_{opts.imgsz}": {k: heldout[opts.imgsz][k] for k in ("mIoU@1", "J&F")},
         "eval_imgsz_selection": {str(size): sel for size, sel in selection.items()},

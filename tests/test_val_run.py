@@ -303,6 +303,10 @@ def test_interactive_end_to_end(tmp_path, model):
         assert all(1 <= r[key] <= clicks for r in res["per_sample"])
     assert 0.0 <= s["AUC"] <= 1.0 and s["AUC"] == pytest.approx(np.mean(res["miou_curve"]))
     assert s["mIoU@1"] == pytest.approx(res["miou_curve"][0])
+    assert s["mIoU@1"] <= s["mIoU@1-oracle"] <= 1.0  # the kept mask is one of the three the oracle picks from
+    single = run(model=model, data=root, task="interactive", max_clicks=2, save_dir=tmp_path / "single",
+                 verbose=False, multimask_first=False)["summary"]
+    assert "mIoU@1-oracle" not in single  # one mask: nothing to choose from
     data = json.loads((out / "results.json").read_text())
     assert all(len(r["ious"]) == clicks for r in data["per_sample"])
     assert data["miou_curve"] == pytest.approx(res["miou_curve"])
@@ -342,6 +346,31 @@ def test_click_session_protocol():
     assert all(lbl == 1 for c in fake.calls for lbl in c[1])  # only missed regions: positive clicks
     assert ious == sorted(ious) and ious[-1] == 1.0  # a perfect mask ends the session early
     assert click_session(FakeImagePredictor(gt), gt, max_clicks=6, multimask_first=False)[0] > 0
+
+
+class RankedFakePredictor(FakeImagePredictor):
+    """Three different first-click masks: the most confident is the worst (a quarter of the object), the least
+    confident the whole object."""
+
+    def predict(self, point_coords, point_labels, mask_input=None, multimask_output=True):
+        masks, iou, low = super().predict(point_coords, point_labels, mask_input, multimask_output)
+        if multimask_output:
+            masks = np.stack([self.gt.copy() for _ in range(3)])
+            masks[0][:, 55:] = False  # ~1/4 of the 180 columns
+            masks[1][:, 100:] = False  # ~1/2
+        return masks, iou, low
+
+
+def test_click_session_first_click_oracle():
+    gt = np.zeros((40, 200), bool)
+    gt[5:35, 10:190] = True
+    first: list[float] = []
+    ious = click_session(RankedFakePredictor(gt), gt, max_clicks=3, first_click_ious=first)
+    assert first == pytest.approx([45 / 180, 90 / 180, 1.0])  # every mask scored, in the predictor's order
+    assert ious[0] == pytest.approx(first[0])  # the protocol keeps the most confident one, not the best
+    none: list[float] = []
+    click_session(RankedFakePredictor(gt), gt, max_clicks=3, multimask_first=False, first_click_ious=none)
+    assert none == []
 
 
 def test_interactive_perfect_prediction(tmp_path, model, monkeypatch):

@@ -31,6 +31,8 @@ Two protocols, both written from their published descriptions:
   coordinates (x, y) of the chosen pixel. IoU is measured on the full-resolution mask; a sample whose mask
   becomes perfect stops clicking and keeps IoU 1. NoC@85 / NoC@90 count a sample that never reaches the
   threshold as `max_clicks`; the mIoU@k curve covers k = 1..max_clicks and its AUC is the curve's mean.
+  With multimask_first, the summary also gives mIoU@1-oracle: the mean IoU of the best of the three first-click
+  masks (the SAM paper's "oracle"), so mIoU@1-oracle - mIoU@1 is what the predicted-IoU ranking loses.
 """
 from __future__ import annotations
 
@@ -344,11 +346,15 @@ def _run_vos(net: "nn.Module", dataset: VOSDataset, save_dir: Optional[PathLike]
 # Interactive segmentation
 # ---------------------------------------------------------------------------------------------------------------
 
-def click_session(predictor: Any, gt: np.ndarray, max_clicks: int = 20, multimask_first: bool = True) -> list[float]:
+def click_session(predictor: Any, gt: np.ndarray, max_clicks: int = 20, multimask_first: bool = True,
+                  first_click_ious: Optional[list[float]] = None) -> list[float]:
     """IoU after each of up to `max_clicks` simulated clicks on one instance (the image must be set already).
 
     Implements the protocol of the module docstring; the list is shorter than max_clicks only when the mask
-    became perfect (no error pixel left to click), and the caller treats the missing rounds as IoU 1.
+    became perfect (no error pixel left to click), and the caller treats the missing rounds as IoU 1. With
+    multimask_first, `first_click_ious` (a list, if given) receives the IoU of each of the first click's masks:
+    their maximum is the SAM paper's "oracle" score (the mask a user would pick), their entry at the most
+    confident mask the score kept.
     """
     gt = np.asarray(gt, dtype=bool)
     pred = np.zeros_like(gt)
@@ -368,6 +374,8 @@ def click_session(predictor: Any, gt: np.ndarray, max_clicks: int = 20, multimas
                                                      point_labels=np.asarray(labels, dtype=np.int32),
                                                      mask_input=logits, multimask_output=multi)
         best = int(np.argmax(iou_pred)) if multi else 0
+        if multi and first_click_ious is not None:
+            first_click_ious.extend(region_similarity(np.asarray(m, dtype=bool), gt) for m in masks)
         pred = np.asarray(masks[best], dtype=bool)
         logits = np.asarray(low_res[best])[None]
         ious.append(region_similarity(pred, gt))
@@ -392,6 +400,7 @@ def _run_interactive(net: "nn.Module", dataset: InteractiveDataset, save_dir: Op
     out = _make_save_dir(save_dir, "interactive")
     names: list[str] = []
     all_ious: list[list[float]] = []
+    oracle: list[float] = []  # per sample: the best of the first click's masks against the ground truth
     t0 = time.perf_counter()
     bar = _progress(total=len(dataset), desc="images", unit="image", disable=not verbose)
     try:
@@ -399,7 +408,10 @@ def _run_interactive(net: "nn.Module", dataset: InteractiveDataset, save_dir: Op
             if masks:
                 predictor.set_image(read_image(image_path))
                 for k, gt in enumerate(masks):
-                    ious = click_session(predictor, gt, max_clicks, multimask_first)
+                    first: list[float] = []
+                    ious = click_session(predictor, gt, max_clicks, multimask_first, first)
+                    if first:
+                        oracle.append(max(first))
                     # a perfect mask ends the session early; it stays perfect for the remaining clicks
                     all_ious.append(ious + [1.0] * (max_clicks - len(ious)))
                     names.append(f"{image_path.stem}/{k + 1}")
@@ -418,6 +430,9 @@ def _run_interactive(net: "nn.Module", dataset: InteractiveDataset, save_dir: Op
     at = tuple(k for k in (1, 2, 3, 5, 10, 20) if k <= max_clicks)
     summary_row = interactive_summary(all_ious, IOU_THRESHOLDS, max_clicks=max_clicks, at_clicks=at)
     summary_row["samples"] = len(all_ious)
+    if multimask_first and len(oracle) == len(all_ious):
+        # what the confidence ranking loses: mIoU@1 if the best of the three first-click masks were kept
+        summary_row["mIoU@1-oracle"] = float(np.mean(oracle))
     for key in [k for k in summary_row if k.startswith("NoF@")]:
         summary_row[key] = int(summary_row[key])  # a count of samples
     curve = miou_curve(all_ious)
