@@ -651,3 +651,45 @@ def test_training_loop_reuses_freed_memory_without_page_faults():
     assert applied and not default_applied
     assert default > 1000  # 11 MB a churn on average, ~2,800 pages
     assert retained * 5 < default, (retained, default)  # measured: 25-800 against 7,000-8,300
+
+
+def test_retain_freed_memory_nests_and_overlaps_across_threads(monkeypatch):
+    # process-wide settings: tracking inside a training run's validation, or two app threads tracking at once,
+    # must not switch them off under the outer block; only the last block to end restores them
+    import threading
+
+    from masklet.utils import allocator
+
+    calls: list[tuple] = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim",))
+
+    monkeypatch.setattr(allocator, "_glibc", lambda: FakeLibc())
+    on = [("mallopt", -3, allocator._MMAP_MAX), ("mallopt", -1, allocator._TRIM_OFF)]
+    off = [("mallopt", -1, 2 * allocator._MMAP_MAX), ("trim",)]
+    with allocator.retain_freed_memory() as outer:
+        with allocator.retain_freed_memory() as inner:
+            assert outer and inner
+        assert calls == on  # the inner block's end left the settings on
+        inside, release = threading.Event(), threading.Event()
+
+        def other():
+            with allocator.retain_freed_memory():
+                inside.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert inside.wait(10)
+    assert calls == on  # the outer block ended while the thread's was open
+    release.set()
+    thread.join(10)
+    assert calls == on + off and allocator._depth == 0
+    with allocator.retain_freed_memory(enabled=False) as applied:
+        assert not applied and calls == on + off

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..data.preprocess import SAM2_VIDEO_INPUT, preprocess
 from ..models.common import apply_compile_option
 from ..models.sam2 import NO_OBJ_SCORE, FrameOutput, ImageFeatures
+from ..utils.allocator import retain_freed_memory
 from ..utils.masks import fill_holes
 from . import memory_bank
 from .precision import autocast, resolve_dtype
@@ -312,11 +313,15 @@ class VideoPredictor(VideoObjects):
         if one_pass:
             state.one_pass = (start_frame_idx, reverse)
         obj_ids = state.obj_ids
-        for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
-            low_res = self._track_frame_all(state, frame_idx, reverse)
-            if one_pass:
-                self._forget_unreachable(state, frame_idx, reverse, resume_from=start_frame_idx if reverse else None)
-            yield frame_idx, obj_ids, self._to_video_res(state, low_res)
+        # every frame allocates and frees the same buffers: on a CPU keep freed memory for the next frame
+        # instead of mapping fresh pages (SAM 2.1 tiny, 1024 px: 1.16x faster; utils.allocator)
+        with retain_freed_memory(state.device.type == "cpu"):
+            for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
+                low_res = self._track_frame_all(state, frame_idx, reverse)
+                if one_pass:
+                    self._forget_unreachable(state, frame_idx, reverse,
+                                             resume_from=start_frame_idx if reverse else None)
+                yield frame_idx, obj_ids, self._to_video_res(state, low_res)
 
     # ------------------------------------------------------------------ streaming
     @torch.inference_mode()
@@ -330,9 +335,13 @@ class VideoPredictor(VideoObjects):
         kept (conditioning frames, the last num_maskmem frames' memories, the last 16 object pointers), so
         RAM stays flat however long the stream is. Yields (frame_idx, obj_ids, masks (N, 1, H, W) logits).
         """
+        with retain_freed_memory(self.model.device.type == "cpu"):  # as in propagate_in_video
+            yield from self._stream(frames, dict(prompts or {}), prompt_fn)
+
+    def _stream(self, frames: Iterable[np.ndarray], prompts: dict[int, Sequence[ObjectPrompt]],
+                prompt_fn: Any) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         from ..data.images import as_rgb_uint8
 
-        prompts = dict(prompts or {})
         state: VideoState | None = None
         for frame_idx, frame in enumerate(frames):
             frame = as_rgb_uint8(frame)
