@@ -221,3 +221,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section(f"{len(skipped)} skipped, by reason", sep="-")
     for reason, n in counts.most_common():
         terminalreporter.write_line(f"{n:5d}  {reason}")
+
+
+def recording_retain(monkeypatch, module):
+    """Replaces `module.retain_freed_memory` with a context manager that logs its use: [enabled, ..., "end"]."""
+    import contextlib
+
+    log: list = []
+
+    @contextlib.contextmanager
+    def recording(enabled=True):
+        log.append(enabled)
+        try:
+            yield enabled
+        finally:
+            log.append("end")
+
+    monkeypatch.setattr(module, "retain_freed_memory", recording)
+    return log
+

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, reference_file, tiny_sam2, write_clip
+from conftest import data_file, recording_retain, reference_file, tiny_sam2, write_clip
 from PIL import Image
 
 from masklet.api.annotate import (
@@ -178,6 +178,22 @@ def test_callable_detector_filters_and_coco_output(tiny, small):
     for name in PHOTOS:
         rows = read_yolo(out / name.replace(".jpg", ".txt"), *SMALL)
         assert [c for c, _ in rows] == [2, 5]
+
+
+def test_files_are_annotated_with_freed_memory_kept(tiny, small, monkeypatch):
+    # file after file frees and reallocates the same buffers: on a CPU the loop over the files runs under
+    # utils.allocator.retain_freed_memory, entered once, left before the labels are written
+    import masklet.api.annotate as annotate_module
+
+    log = recording_retain(monkeypatch, annotate_module)
+    seen = []
+
+    def detector(image):
+        seen.append(list(log))
+        return torch.tensor([[10.0, 10.0, 120.0, 100.0]]), torch.tensor([0]), torch.tensor([0.9])
+
+    auto_annotate(small, det_model=detector, sam_model=tiny, verbose=False)
+    assert seen == [[True]] * len(PHOTOS) and log == [True, "end"]
 
 
 def test_coco_boxes_become_segmentation(tiny, small, tmp_path):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, reference_file, small_checkpoint_home, write_clip
+from conftest import data_file, recording_retain, reference_file, small_checkpoint_home, write_clip
 
 from masklet import SAM
 from masklet.api.prompts import PromptError
@@ -226,3 +226,16 @@ def test_stream_validates_at_call(model, truck):
     with pytest.raises(PromptError):
         model(truck, points=[1, 2, 3], stream=True)
 
+
+
+def test_predict_loop_keeps_freed_memory_until_the_stream_ends(small_home, monkeypatch):
+    # image after image frees and reallocates the same buffers: on a CPU the whole predict loop runs under
+    # utils.allocator.retain_freed_memory, entered once and left when the stream is exhausted
+    import masklet.api.sam as api_sam
+
+    monkeypatch.setenv("MASKLET_HOME", str(small_home))
+    model = SAM("sam2.1_b.pt")
+    log = recording_retain(monkeypatch, api_sam)
+    images = [np.random.default_rng(k).integers(0, 255, (40, 60, 3), dtype=np.uint8) for k in range(3)]
+    during = [list(log) for _ in model(images, points=[[20, 20]], labels=[1], stream=True, verbose=False)]
+    assert during == [[True]] * 3 and log == [True, "end"]

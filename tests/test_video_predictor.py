@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import data_file, tiny_sam2
+from conftest import data_file, recording_retain, tiny_sam2
 
 from masklet.data.images import read_image
 from masklet.predictors.video import ObjectPrompt, VideoPredictor
@@ -157,3 +157,23 @@ def test_propagate_without_prompts(predictor_state):
     predictor, state = predictor_state
     with pytest.raises(RuntimeError, match="no object has prompts"):
         next(predictor.propagate_in_video(state))
+
+
+def test_tracking_keeps_freed_memory_while_frames_run(monkeypatch):
+    # every frame frees and reallocates the same buffers: on a CPU the frames of one propagation (or stream)
+    # run under utils.allocator.retain_freed_memory, which ends when the tracking ends
+    import masklet.predictors.video as video_module
+    from masklet.models.build import build_model
+
+    torch.manual_seed(0)
+    predictor = VideoPredictor(build_model("sam2_test").eval())
+    clip = [np.random.default_rng(k).integers(0, 255, (48, 64, 3), dtype=np.uint8) for k in range(3)]
+    log = recording_retain(monkeypatch, video_module)
+    state = predictor.init_state(clip)
+    predictor.add_new_points_or_box(state, 0, 1, points=[[30, 20]], labels=[1])
+    during = [list(log) for _ in predictor.propagate_in_video(state, progress=False)]
+    assert during == [[True]] * 3 and log == [True, "end"]
+    log.clear()
+    prompts = {0: [ObjectPrompt(1, points=[[30, 20]], labels=[1])]}
+    during = [list(log) for _ in predictor.track_stream(iter(clip), prompts=prompts)]
+    assert during == [[True]] * 3 and log == [True, "end"]

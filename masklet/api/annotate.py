@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.allocator import retain_freed_memory
 from .annotate_inputs import _check_entries, _collect, _default_output_dir, _Item, _keys, _output_names
 from .annotate_sources import (
     AnnotateWarning,
@@ -39,6 +40,7 @@ from .annotate_sources import (
     _UltralyticsSource,
 )
 from .annotate_writers import COCO_FILE, _CocoWriter, _YoloWriter
+from .sam import model_device
 
 __all__ = [
     "ANNOTATE_ARGS",
@@ -359,11 +361,13 @@ def auto_annotate(data: str | Path | Sequence[str | Path], det_model: Any = "yol
 
     from tqdm.auto import tqdm
 
-    for item in tqdm(items, desc="auto_annotate", unit="file", disable=not verbose):
-        if item.kind == "video":
-            annotator.video(item.path)
-        else:
-            annotator.image(item.path)
+    # file after file allocates and frees the same buffers: on a CPU keep freed memory for reuse (utils.allocator)
+    with retain_freed_memory(model_device(model).type == "cpu"):
+        for item in tqdm(items, desc="auto_annotate", unit="file", disable=not verbose):
+            if item.kind == "video":
+                annotator.video(item.path)
+            else:
+                annotator.image(item.path)
     writer.close(annotator.stats)
     output_dir = run_dir.ensure()
 
